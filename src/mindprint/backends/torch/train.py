@@ -1,0 +1,379 @@
+"""The one PyTorch training loop.
+
+Method-specific work (data preparation, micro-batch loss, eval metrics) is injected through a
+method object (see :mod:`mindprint.methods.sft`). The loop owns: optimizer and schedule, exact
+token-weighted gradient accumulation, clipping, evaluation, atomic checkpoints with exact resume
+(optimizer, scheduler, RNG, data position), early stopping, the time cap, NaN stops and clean
+interrupts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ... import __version__
+from ...config import Config, dump_yaml
+from ...data.batching import StepSampler, eval_batches
+from ...errors import MindprintError, TrainingStopped
+from ...models import resolve
+from ...outputs import RunDir, write_atomic
+from ...progress import TrainProgress
+from .model import add_lora, atomic_dir, load_base, save_adapter, to_batch, token_logps
+
+
+def lr_lambda(cfg) -> callable:
+    t = cfg.train
+    warm = t.warmup_steps or int(round(t.warmup_ratio * t.max_steps))
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / (warm + 1)
+        if t.schedule == "constant":
+            return 1.0
+        span = max(1, t.max_steps - warm)
+        progress = min(1.0, (step - warm) / span)
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * decay
+
+    return f
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _StopFlag:
+    """First Ctrl-C / SIGTERM asks the loop to save and stop at the end of the step; a second
+    Ctrl-C interrupts at once (without touching the last good checkpoint)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:   # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, method, *, resume: bool = False, overwrite: bool = False,
+                 log=print):
+        self.cfg, self.method, self.log = cfg, method, log
+        self.run = RunDir(cfg.output_dir)
+        self.resume = resume
+        if self.run.has_run() and not resume:
+            if not overwrite:
+                raise MindprintError(f"{cfg.output_dir} already holds a run: pass --resume to "
+                                     "continue it, --overwrite to replace it, or choose another "
+                                     "output_dir")
+            self.run.clear()
+        if resume and self.run.latest_checkpoint() is None:
+            raise MindprintError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints")
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
+        self.model_ref = resolve(cfg.model.name)
+        base, self.tok = load_base(self.model_ref, dtype=cfg.model.dtype, device=cfg.model.device,
+                                   attn_implementation=cfg.model.attn_implementation)
+        self.device = next(base.parameters()).device
+        self.data = self.method.prepare(self.tok)
+        for note in self.data.notes:
+            self.log(f"warning: {note}")
+        if cfg.train.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
+        self.model = add_lora(base, cfg.lora, cfg.train.seed)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = params
+        self.opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
+                                     eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.sampler = StepSampler(self.data.train_lengths, cfg.train.batch_size,
+                                   cfg.train.grad_accum, cfg.train.seed)
+        self.step = 0
+        self.best = (math.inf, None)          # (eval_loss, step)
+        self.bad_evals = 0
+        self.first_eval = None
+        self.last_eval = None
+        self.elapsed_before = 0.0
+        self.tokens_seen = 0
+        if self.resume:
+            self._load_checkpoint(self.run.latest_checkpoint())
+        else:
+            random.seed(cfg.train.seed)
+            np.random.seed(cfg.train.seed)
+            torch.manual_seed(cfg.train.seed)
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.run.root / "config.yaml", dump_yaml(cfg))
+        self.setup_s = time.monotonic() - t0
+
+    # -- one step ------------------------------------------------------------------------------
+    def _examples(self, idx):
+        return [self.data.train[i] for i in idx]
+
+    def train_step(self) -> dict:
+        micro = self.sampler.next_step()
+        groups = [self._examples(m) for m in micro]
+        norm = sum(self.method.weight(g) for g in groups)
+        loss_total, tokens, extra = 0.0, 0, {}
+        for g in groups:
+            batch = to_batch([r.input_ids for r in g], [r.loss_mask for r in g],
+                             self.tok.pad_token_id, self.device)
+            logps = token_logps(self.model, batch["input_ids"], batch["attention_mask"],
+                                batch["loss_mask"])
+            loss, m = self.method.micro_loss(logps, batch, norm)
+            if not torch.isfinite(loss):
+                raise TrainingStopped(self._nan_message("loss", float(loss.detach())))
+            loss.backward()
+            loss_total += float(loss.detach())
+            tokens += int(batch["attention_mask"].sum())
+            for k, v in m.items():
+                extra[k] = extra.get(k, 0.0) + v
+        if self.cfg.train.max_grad_norm:
+            gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
+        else:
+            gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params
+                                                       if p.grad is not None]))
+        gn = float(gn)
+        if not math.isfinite(gn):
+            raise TrainingStopped(self._nan_message("gradient norm", gn))
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += tokens
+        return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens, **extra}
+
+    def _nan_message(self, what: str, value: float) -> str:
+        last = self.run.latest_checkpoint()
+        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written yet"
+        return (f"{what} became {value} at step {self.step + 1}: training stopped{keep}. "
+                f"Lower train.lr (now {self.cfg.train.lr}) or check the data")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if not self.data.eval:
+            return {}
+        self.model.eval()
+        nll, toks = 0.0, 0.0
+        lengths = [len(r.input_ids) for r in self.data.eval]
+        for idx in eval_batches(lengths, self.cfg.train.eval_batch_size):
+            g = [self.data.eval[i] for i in idx]
+            batch = to_batch([r.input_ids for r in g], [r.loss_mask for r in g],
+                             self.tok.pad_token_id, self.device)
+            logps = token_logps(self.model, batch["input_ids"], batch["attention_mask"],
+                                batch["loss_mask"])
+            _, m = self.method.micro_loss(logps, batch, 1.0)
+            nll += m["nll_sum"]
+            toks += m["target_tokens"]
+        self.model.train()
+        return self.method.eval_metrics(nll, toks)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"step": self.step, "sampler": self.sampler.state(), "best": list(self.best),
+                "bad_evals": self.bad_evals, "first_eval": self.first_eval,
+                "last_eval": self.last_eval, "tokens_seen": self.tokens_seen,
+                "elapsed_s": self.elapsed_before + (time.monotonic() - self.t_start),
+                "mindprint_version": __version__}
+
+    def save_checkpoint(self) -> Path:
+        path = self.run.checkpoint_path(self.step)
+        with atomic_dir(path) as tmp:
+            save_file({n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters()
+                       if p.requires_grad}, str(tmp / "trainable.safetensors"))
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                        "rng": _rng_state()}, tmp / "optim.pt")
+            (tmp / "state.json").write_text(json.dumps(self._state(), indent=2))
+        self.run.prune_checkpoints(self.cfg.train.keep_last, self.best[1])
+        self.run.write_metrics_csv()
+        return path
+
+    def _load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / "state.json").read_text())
+        weights = load_file(str(path / "trainable.safetensors"))
+        named = dict(self.model.named_parameters())
+        missing = [n for n in weights if n not in named]
+        if missing:
+            raise MindprintError(f"{path}: checkpoint does not match this config's LoRA layout "
+                                 f"(e.g. {missing[0]}); resume with the config it was written with")
+        with torch.no_grad():
+            for n, t in weights.items():
+                named[n].copy_(t)
+        blob = torch.load(path / "optim.pt", weights_only=False)
+        self.opt.load_state_dict(blob["optimizer"])
+        self.sched.load_state_dict(blob["scheduler"])
+        _set_rng_state(blob["rng"])
+        self.step = state["step"]
+        self.sampler.load_state(state["sampler"])
+        self.best = (state["best"][0], state["best"][1])
+        self.bad_evals = state["bad_evals"]
+        self.first_eval = state["first_eval"]
+        self.last_eval = state["last_eval"]
+        self.tokens_seen = state["tokens_seen"]
+        self.elapsed_before = state["elapsed_s"]
+        self.run.truncate_metrics(self.step)
+        self.log(f"resumed from {path} (step {self.step})")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _record_eval(self, metrics: dict) -> bool:
+        """Store an eval; return True when early stopping says stop."""
+        loss = metrics["eval_loss"]
+        if self.first_eval is None:
+            self.first_eval = loss
+        self.last_eval = loss
+        es = self.cfg.train.early_stopping
+        if loss < self.best[0] - es.min_delta:
+            self.best = (loss, self.step)
+            self.bad_evals = 0
+        elif self.step > 0:
+            self.bad_evals += 1
+        return bool(es.patience and self.step >= es.min_steps and self.bad_evals >= es.patience)
+
+    def train(self) -> dict:
+        cfg = self.cfg.train
+        self.t_start = time.monotonic()
+        progress = TrainProgress(cfg.max_steps, self.step, desc=f"{self.cfg.method} train")
+        reason = "max_steps"
+        window_t, window_tok = time.monotonic(), 0
+        losses = []
+        try:
+            with _StopFlag() as stop:
+                if cfg.eval_at_start and self.step == 0 and self.data.eval:
+                    ev = self.evaluate()
+                    self._record_eval(ev)
+                    self.run.append_metrics({"step": 0, **ev})
+                    progress.note(f"step 0: eval_loss {ev['eval_loss']:.4f}")
+                while self.step < cfg.max_steps:
+                    m = self.train_step()
+                    losses.append(m["loss"])
+                    window_tok += m["tokens"]
+                    now = time.monotonic()
+                    tps = window_tok / max(now - window_t, 1e-9)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        row = {"step": self.step, "loss": m["loss"], "lr": m["lr"],
+                               "grad_norm": m["grad_norm"], "tokens_per_s": tps,
+                               "epoch": self.sampler.epoch, "elapsed_s": self._elapsed()}
+                        self.run.append_metrics(row)
+                        window_t, window_tok = now, 0
+                    stop_now = False
+                    is_last = self.step == cfg.max_steps
+                    if (cfg.eval_every and self.step % cfg.eval_every == 0) or is_last:
+                        ev = self.evaluate()
+                        if ev:
+                            stop_now = self._record_eval(ev)
+                            self.run.append_metrics({"step": self.step, **ev})
+                            progress.note(f"step {self.step}: eval_loss {ev['eval_loss']:.4f} "
+                                          f"(ppl {ev['eval_ppl']:.2f})")
+                            if stop_now:
+                                reason = "early_stopping"
+                    progress.update(self.step, m["loss"], tps)
+                    timed_out = cfg.max_minutes and self._elapsed() >= cfg.max_minutes * 60
+                    if timed_out and not stop_now:
+                        reason = "time_cap"
+                    if stop.requested:
+                        reason = "interrupted"
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or is_last \
+                            or stop_now or timed_out or stop.requested:
+                        self.save_checkpoint()
+                    if stop_now or timed_out or stop.requested:
+                        break
+        finally:
+            progress.close()
+        summary = self.finish(reason, losses)
+        if reason == "interrupted":
+            raise Interrupted(summary)
+        return summary
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t_start)
+
+    def finish(self, reason: str, losses: list[float]) -> dict:
+        meta = {"base_model": self.cfg.model.name, "base_model_path": self.model_ref.path,
+                "method": self.cfg.method, "step": self.step, "mindprint_version": __version__}
+        save_adapter(self.model, self.run.adapter, meta)
+        self.run.write_metrics_csv()
+        wall = self._elapsed()
+        tail = losses[-10:]
+        summary = {
+            "method": self.cfg.method, "backend": "torch", "model": self.cfg.model.name,
+            "steps": self.step, "stopped": reason,
+            "train_loss": losses[-1] if losses else None,
+            "train_loss_last10": sum(tail) / len(tail) if tail else None,
+            "first_eval_loss": self.first_eval, "final_eval_loss": self.last_eval,
+            "best_eval_loss": self.best[0] if self.best[1] is not None else None,
+            "best_step": self.best[1],
+            "tokens_per_s": self.tokens_seen / wall if wall > 0 else None,
+            "tokens_seen": self.tokens_seen,
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "wall_s": wall, "setup_s": self.setup_s,
+            "device": str(self.device),
+            "adapter": str(self.run.adapter), "output_dir": str(self.run.root),
+        }
+        self.run.write_json("summary.json", summary)
+        return summary
+
+
+class Interrupted(MindprintError):
+    exit_code = 130
+
+    def __init__(self, summary: dict):
+        super().__init__(f"interrupted at step {summary['steps']}: checkpoint and adapter saved "
+                         f"in {summary['output_dir']}; continue with --resume")
+        self.summary = summary
+
+
+def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print) -> dict:
+    from ...methods import get_method
+
+    method = get_method(cfg)
+    trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log)
+    trainer.setup()
+    return trainer.train()

@@ -1,0 +1,173 @@
+"""``mindprint`` command line: subcommand → config → run.
+
+User mistakes (missing file, bad config, bad data) print a one-line error and exit non-zero
+without a traceback; bugs still show one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DataError, MindprintError
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+# -- train ---------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from . import config as C
+
+    cfg = C.load(args.config, args.set)
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if cfg.backend != "torch":
+        raise MindprintError(f"backend '{cfg.backend}' is not available yet in this version; "
+                             "use backend: torch")
+    from .methods import get_method
+
+    get_method(cfg)  # fail fast on an unavailable method, before loading a model
+    from .backends.torch.train import run_training
+
+    print(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
+          f"→ {cfg.output_dir}", file=sys.stderr)
+    summary = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
+                           log=lambda s: print(s, file=sys.stderr))
+    first, final = summary.get("first_eval_loss"), summary.get("final_eval_loss")
+    ev = f"; eval loss {first:.4f} → {final:.4f}" if first is not None and final is not None else ""
+    print(f"done: {summary['steps']} steps ({summary['stopped']}){ev}", file=sys.stderr)
+    print(f"run directory: {summary['output_dir']}")
+    print(f"adapter: {summary['adapter']}")
+    return 0
+
+
+# -- data ----------------------------------------------------------------------------------------
+def cmd_data_validate(args) -> int:
+    from .data.validate import cmd_validate
+
+    return cmd_validate(args.files, args.format)
+
+
+# -- generate ------------------------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from .backends.torch.model import generate, load_for_inference
+
+    if args.adapter and not Path(args.adapter).exists():
+        raise MindprintError(f"{args.adapter}: no such adapter directory")
+    model, tok, ref = load_for_inference(args.model, args.adapter, device=args.device)
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        p = Path(args.prompts_file)
+        if not p.exists():
+            raise MindprintError(f"{p}: no such file")
+        prompts += [line.strip() for line in p.read_text(encoding="utf-8").splitlines()
+                    if line.strip()]
+    if not prompts:
+        raise MindprintError("give at least one --prompt TEXT (or --prompts-file FILE)")
+    chats = []
+    for text in prompts:
+        msgs = [{"role": "system", "content": args.system}] if args.system else []
+        chats.append(msgs + [{"role": "user", "content": text}])
+    answers = generate(model, tok, chats, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    for text, ans in zip(prompts, answers):
+        if len(prompts) > 1:
+            print(f"### {text}")
+        print(ans)
+        if len(prompts) > 1:
+            print()
+    return 0
+
+
+# -- config --------------------------------------------------------------------------------------
+def cmd_config_show(args) -> int:
+    from . import config as C
+
+    cfg = C.load(args.config, args.set)
+    print(C.dump_yaml(cfg), end="")
+    return 0
+
+
+def cmd_config_keys(args) -> int:
+    from . import config as C
+
+    for key, default, meaning in C.describe():
+        print(f"{key:34s} {default:28s} {meaning}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mindprint", description="Turn an LLM into a person's voice.")
+    p.add_argument("--version", action="version", version=f"mindprint {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train an adapter from a YAML config")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+    t.add_argument("--output-dir", help="shortcut for --set output_dir=DIR")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("data", help="data tools")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    v = dsub.add_parser("validate", help="check JSONL files; one 'file:line: problem' per problem")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--format", choices=["chat", "alpaca", "preference", "kto", "prompt"])
+    v.set_defaults(func=cmd_data_validate)
+
+    g = sub.add_parser("generate", help="answer prompts with the base model or an adapter")
+    g.add_argument("--model", help="model spec (default: the adapter's base, else the bundled model)")
+    g.add_argument("--adapter", help="adapter directory (a run's adapter/)")
+    g.add_argument("--prompt", action="append", help="user message (repeatable)")
+    g.add_argument("--prompts-file", help="one prompt per line")
+    g.add_argument("--system", help="system message")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("config", help="inspect configs")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION")
+    cs = csub.add_parser("show", help="print the resolved config with every default")
+    cs.add_argument("config")
+    cs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cs.set_defaults(func=cmd_config_show)
+    ck = csub.add_parser("keys", help="list every config key with its default and meaning")
+    ck.set_defaults(func=cmd_config_keys)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # a group without its action: show that group's help
+        parser.parse_args((argv or sys.argv[1:]) + ["--help"])
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DataError as e:
+        _err(str(e))
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except MindprintError as e:
+        for i, line in enumerate(str(e).splitlines() or [""]):
+            (_err(line) if i == 0 else print(f"  {line}", file=sys.stderr))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Typed, validated run configuration.
+
+One YAML file drives every backend and method. Loading order (later wins):
+
+    defaults  <  YAML file  <  MINDPRINT_<SECTION>__<KEY> environment variables  <  --set key=value
+
+Unknown keys are rejected with a did-you-mean suggestion; values are range-checked. Every error is a
+:class:`~mindprint.errors.ConfigError` whose message names the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "kto", "simpo", "grpo")
+BACKENDS = ("torch", "mlx")
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field(DEFAULT_MODEL, description="alias, local HF directory, .gguf file, or hub id")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = float32 on CPU, bfloat16 on CUDA"
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="attention kernel passed to transformers (auto = sdpa when available)"
+    )
+
+
+class DataConfig(_Section):
+    train: list[str] = Field(..., description="training JSONL file(s)")
+    eval: list[str] = Field(default_factory=list, description="held-out JSONL file(s)")
+    format: Literal["auto", "chat", "alpaca", "preference", "kto", "prompt"] = Field(
+        "auto", description="declared format, or auto-detect per file"
+    )
+    system_prompt: str | None = Field(None, description="system message for alpaca/prompt records")
+    max_length: int = Field(1024, ge=16, le=131072, description="tokens per rendered example")
+    max_error_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of bad lines tolerated (0: any bad line fails)"
+    )
+    eval_split: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of train held out for eval when data.eval is empty"
+    )
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, (str, Path)) else v
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int | None = Field(None, ge=1, description="evals without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="improvement smaller than this does not count")
+    min_steps: int = Field(0, ge=0, description="never stop before this step")
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1, description="examples per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps (overrides warmup_ratio)")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="warmup as a fraction of max_steps")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of lr")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="gradient clipping (null: off)")
+    seed: int = Field(0, ge=0, description="seeds data order, LoRA init and dropout")
+    log_every: int = Field(1, ge=1, description="steps between metric lines")
+    eval_every: int = Field(50, ge=0, description="steps between evals (0: only at the end)")
+    eval_at_start: bool = Field(True, description="evaluate once before the first step")
+    eval_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
+    save_every: int = Field(50, ge=0, description="steps between checkpoints (0: only at the end)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept, plus the best by eval loss")
+    max_minutes: float | None = Field(None, gt=0.0, description="time cap: save and stop cleanly")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+
+
+LoraTargets = Literal["attn", "attn_mlp", "all_linear"]
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(32.0, gt=0.0, description="LoRA alpha (scale alpha/r, or alpha/sqrt(r) with rslora)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    targets: LoraTargets | list[str] = Field(
+        "attn_mlp", description="attn | attn_mlp | all_linear | explicit list of module names"
+    )
+    dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    rslora: bool = Field(False, description="rank-stabilised scaling alpha/sqrt(r)")
+
+    @field_validator("targets")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one module")
+        return v
+
+
+class GenerateConfig(_Section):
+    max_new_tokens: int = Field(200, ge=1, description="tokens generated per answer")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+
+
+class Config(_Section):
+    method: Literal[METHODS] = Field("sft", description="training method")  # type: ignore[valid-type]
+    backend: Literal[BACKENDS] = Field("torch", description="torch or mlx")  # type: ignore[valid-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    output_dir: str = Field("runs/run", description="where the run directory is written")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        if self.train.eval_batch_size is None:
+            object.__setattr__(self.train, "eval_batch_size", self.train.batch_size)
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# Names people bring from TRL / LLaMA-Factory / mlx-lm, mapped to ours, so a suggestion can be made
+# even when the spelling is far from ours.
+_ALIASES = {
+    "learning_rate": "train.lr",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "num_train_steps": "train.max_steps",
+    "iters": "train.max_steps",
+    "lr_scheduler_type": "train.schedule",
+    "warmup": "train.warmup_steps",
+    "lora_r": "lora.r",
+    "rank": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "target_modules": "lora.targets",
+    "use_dora": "lora.dora",
+    "use_rslora": "lora.rslora",
+    "max_seq_length": "data.max_length",
+    "train_file": "data.train",
+    "eval_file": "data.eval",
+    "model_name_or_path": "model.name",
+    "output": "output_dir",
+    "seed": "train.seed",
+}
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        full = prefix + name
+        keys.append(full)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_all_keys(ann, full + "."))
+    return keys
+
+
+ALL_KEYS = _all_keys(Config)
+
+
+def suggest(key: str) -> str | None:
+    """The most likely intended key for an unknown dotted ``key``.
+
+    Candidates are the leaf names in the same section, every leaf name anywhere, and the names
+    peers use for our keys (``learning_rate`` → ``train.lr``); the closest leaf spelling wins.
+    """
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in _ALIASES:
+        return _ALIASES[leaf]
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    scored: list[tuple[float, int, str]] = []
+    for k in ALL_KEYS:
+        k_section = k.rsplit(".", 1)[0] + "." if "." in k else ""
+        bonus = 1 if k_section == section else 0
+        scored.append((difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio(), bonus, k))
+    for alias, target in _ALIASES.items():
+        scored.append((difflib.SequenceMatcher(None, leaf, alias).ratio(), 0, target))
+    ratio, _, best = max(scored)
+    return best if ratio >= 0.6 else None
+
+
+def _format_error(err: dict, source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    kind = err["type"]
+    where = f"{source}: " if source else ""
+    if kind == "extra_forbidden":
+        hint = suggest(loc)
+        tail = f"; did you mean '{hint}'?" if hint else ""
+        return f"{where}unknown key '{loc}'{tail}"
+    if kind == "missing":
+        return f"{where}missing required key '{loc}'"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{where}{loc}: {msg}{shown}"
+
+
+def from_dict(raw: dict, source: str = "") -> Config:
+    """Validate a raw mapping; raise :class:`ConfigError` naming every wrong key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'config'}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [_format_error(err, source) for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def set_key(raw: dict, dotted: str, value: Any, source: str) -> None:
+    """Set ``a.b.c = value`` in a nested dict, refusing keys the schema does not know."""
+    if dotted not in ALL_KEYS:
+        hint = suggest(dotted)
+        tail = f"; did you mean '{hint}'?" if hint else ""
+        raise ConfigError(f"{source}: unknown key '{dotted}'{tail}")
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        child = node.get(p)
+        if p == "model" and isinstance(child, str):
+            child = {"name": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[p] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set train.lr=1e-4")
+        key, _, value = pair.partition("=")
+        out.append((key.strip(), _parse_scalar(value.strip())))
+    return out
+
+
+def env_overrides(environ: dict | None = None) -> list[tuple[str, Any]]:
+    """``MINDPRINT_TRAIN__LR=1e-4`` → ``("train.lr", 1e-4)``; top-level keys use one part."""
+    environ = os.environ if environ is None else environ
+    out = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith("MINDPRINT_") or name in ("MINDPRINT_CACHE", "MINDPRINT_HOME"):
+            continue
+        key = name[len("MINDPRINT_"):].lower().replace("__", ".")
+        out.append((key, _parse_scalar(value)))
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such config file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}{line}: invalid YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{p}: config file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    return raw
+
+
+def load(path: str | Path | None, overrides: list[str] | None = None, *, use_env: bool = True,
+         base: dict | None = None) -> Config:
+    """Load YAML, apply environment then ``--set`` overrides, validate.
+
+    Relative data paths are resolved against the current directory (where the user runs the
+    command), as with every other CLI tool.
+    """
+    raw = dict(base or {})
+    source = str(path) if path else "config"
+    if path is not None:
+        raw.update(read_yaml(path))
+    if use_env:
+        for key, value in env_overrides():
+            set_key(raw, key, value, f"environment MINDPRINT_{key.upper().replace('.', '__')}")
+    for key, value in parse_overrides(overrides or []):
+        set_key(raw, key, value, f"--set {key}")
+    return from_dict(raw, source)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(key, default, meaning) for every key — the README's config reference is generated from it."""
+    rows = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, prefix + name + ".")
+                continue
+            if f.is_required():
+                default = "(required)"
+            elif f.default_factory is not None:
+                default = repr(f.default_factory())
+            else:
+                default = repr(f.default)
+            rows.append((prefix + name, default, f.description or ""))
+
+    walk(Config, "")
+    return rows

@@ -1,0 +1,1 @@
+"""Data: JSONL records → validated typed records → rendered token ids + loss masks."""

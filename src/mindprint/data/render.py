@@ -1,0 +1,121 @@
+"""Chat template → token ids + assistant-only loss mask.
+
+Most chat templates have no ``{% generation %}`` tags, so the mask is derived from rendered
+prefixes instead: for the i-th assistant turn, the text of ``messages[:i]`` rendered with a
+generation prompt is where the answer starts, and the text of ``messages[:i+1]`` is where it ends.
+The end includes the template's end-of-turn token (so the model learns to stop) and excludes
+trailing whitespace the template adds after it. Characters are mapped to tokens with the fast
+tokenizer's offsets, so one tokenisation of the whole conversation serves every turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import Message
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    loss_mask: list[int]           # 1 where the token is trained on
+    truncated: bool = False
+
+    @property
+    def n_target(self) -> int:
+        return sum(self.loss_mask)
+
+
+def _as_dicts(messages) -> list[dict]:
+    return [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+
+
+def render_text(tokenizer, messages, *, add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(_as_dicts(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the character spans of every assistant turn (end-of-turn included)."""
+    msgs = _as_dicts(messages)
+    full = render_text(tokenizer, msgs)
+    spans = []
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        start_text = render_text(tokenizer, msgs[:i], add_generation_prompt=True)
+        end_text = render_text(tokenizer, msgs[: i + 1])
+        if not (full.startswith(start_text) and full.startswith(end_text)):
+            raise ValueError("the chat template does not render conversations prefix-consistently; "
+                             "assistant-only masking needs a template whose turns append")
+        end = len(end_text.rstrip())
+        spans.append((len(start_text), end))
+    return full, spans
+
+
+def render_messages(tokenizer, messages, *, max_length: int | None = None,
+                    train_on: str = "all_assistant") -> Rendered:
+    """Render ``messages`` to ids and a mask over assistant tokens.
+
+    ``train_on="last_assistant"`` masks only the final assistant turn (used for preference
+    completions whose earlier turns belong to the prompt).
+    """
+    full, spans = assistant_spans(tokenizer, messages)
+    if train_on == "last_assistant":
+        spans = spans[-1:]
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    offsets = enc["offset_mapping"]
+    mask = [0] * len(ids)
+    j = 0
+    for k, (s, e) in enumerate(offsets):
+        while j < len(spans) and spans[j][1] <= s:
+            j += 1
+        if j < len(spans) and e > s and s >= spans[j][0] and s < spans[j][1]:
+            mask[k] = 1
+    truncated = False
+    if max_length is not None and len(ids) > max_length:
+        ids, mask, truncated = ids[:max_length], mask[:max_length], True
+    return Rendered(ids, mask, truncated)
+
+
+def render_prompt(tokenizer, prompt_messages) -> list[int]:
+    """Ids of a prompt ending in a user turn, with the generation prompt appended."""
+    text = render_text(tokenizer, prompt_messages, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class RenderStats:
+    total: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped_fully_truncated: int = 0
+    target_tokens: int = 0
+    tokens: int = 0
+
+    def warning(self, max_length: int) -> str | None:
+        if not (self.truncated or self.dropped_fully_truncated):
+            return None
+        return (f"{self.truncated} of {self.total} examples were longer than data.max_length="
+                f"{max_length} and were truncated; {self.dropped_fully_truncated} lost their whole "
+                f"answer and were dropped")
+
+
+def render_chat_records(tokenizer, records, max_length: int) -> tuple[list[Rendered], RenderStats]:
+    """Render SFT records; drop (and count) those whose answer is cut away entirely."""
+    stats = RenderStats()
+    out = []
+    for rec in records:
+        stats.total += 1
+        r = render_messages(tokenizer, rec.messages, max_length=max_length)
+        if r.truncated:
+            stats.truncated += 1
+        if r.n_target == 0:
+            stats.dropped_fully_truncated += 1
+            continue
+        stats.kept += 1
+        stats.tokens += len(r.input_ids)
+        stats.target_tokens += r.n_target
+        out.append(r)
+    return out, stats

@@ -1,0 +1,59 @@
+"""Array namespaces: the handful of array ops the losses need, per backend.
+
+A loss written against ``xp`` runs unchanged on torch and (later) mlx, so backend parity follows
+from construction. Keep this tiny: add an op only when a loss needs it.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+
+def _torch_namespace() -> SimpleNamespace:
+    import torch
+    import torch.nn.functional as F
+
+    return SimpleNamespace(
+        name="torch",
+        logsigmoid=F.logsigmoid,
+        sigmoid=torch.sigmoid,
+        exp=torch.exp,
+        log=torch.log,
+        log1p=torch.log1p,
+        expm1=torch.expm1,
+        where=torch.where,
+        clip=lambda x, lo=None, hi=None: torch.clamp(x, lo, hi),
+        minimum=torch.minimum,
+        maximum=torch.maximum,
+        abs=torch.abs,
+        sum=lambda x, axis=None: x.sum() if axis is None else x.sum(dim=axis),
+        mean=lambda x, axis=None: x.mean() if axis is None else x.mean(dim=axis),
+        stop_gradient=lambda x: x.detach(),
+        astype_float=lambda x: x.float(),
+        zeros_like=torch.zeros_like,
+        ones_like=torch.ones_like,
+        to_float=lambda x: float(x.detach().float().item()),
+    )
+
+
+_CACHE: dict[str, SimpleNamespace] = {}
+
+
+def get(name: str = "torch") -> SimpleNamespace:
+    """Return the namespace for ``name`` ("torch" or "mlx"), built once."""
+    if name not in _CACHE:
+        if name == "torch":
+            _CACHE[name] = _torch_namespace()
+        else:
+            raise ValueError(f"unknown array namespace {name!r}")
+    return _CACHE[name]
+
+
+def of(x) -> SimpleNamespace:
+    """The namespace matching the array ``x``."""
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        return get("torch")
+    if mod.startswith("mlx"):
+        return get("mlx")
+    raise TypeError(f"no array namespace for {type(x)!r}")

@@ -1,0 +1,97 @@
+"""SFT glue: chat records → rendered examples → token-weighted NLL.
+
+A method object gives the training loop four things: the examples and their lengths, the
+normaliser of an accumulation cycle (here: target tokens), the loss of a micro-batch, and the
+eval metrics. The loop stays method-agnostic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..data.jsonl import load_many
+from ..data.render import Rendered, render_chat_records
+from ..errors import DataError
+from ..losses import xp as xpmod
+from ..losses.sft import sft_loss
+
+SFT_FORMATS = ("chat", "alpaca")
+
+
+@dataclass
+class PreparedData:
+    train: list[Rendered]
+    eval: list[Rendered]
+    notes: list[str]            # warnings to show the user (truncation, skipped lines)
+
+    @property
+    def train_lengths(self) -> list[int]:
+        return [len(r.input_ids) for r in self.train]
+
+
+def load_records(cfg, paths, what: str):
+    fmt = None if cfg.data.format == "auto" else cfg.data.format
+    res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
+                    max_error_rate=cfg.data.max_error_rate, expect=SFT_FORMATS)
+    notes = []
+    if res.problems:
+        notes.append(f"{what}: skipped {len(res.problems)} bad line(s) "
+                     f"(data.max_error_rate={cfg.data.max_error_rate}); first: {res.problems[0]}")
+    return res.records, notes
+
+
+def split_eval(records, fraction: float, seed: int):
+    import random
+
+    idx = list(range(len(records)))
+    random.Random(seed).shuffle(idx)
+    n_eval = max(1, int(round(len(records) * fraction)))
+    held = set(idx[:n_eval])
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+class SFTMethod:
+    name = "sft"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def prepare(self, tokenizer) -> PreparedData:
+        cfg = self.cfg
+        train_recs, notes = load_records(cfg, cfg.data.train, "data.train")
+        eval_recs: list = []
+        if cfg.data.eval:
+            eval_recs, more = load_records(cfg, cfg.data.eval, "data.eval")
+            notes += more
+        elif cfg.data.eval_split > 0:
+            train_recs, eval_recs = split_eval(train_recs, cfg.data.eval_split, cfg.train.seed)
+        train, st = render_chat_records(tokenizer, train_recs, cfg.data.max_length)
+        ev, se = render_chat_records(tokenizer, eval_recs, cfg.data.max_length)
+        for s, what in ((st, "data.train"), (se, "data.eval")):
+            w = s.warning(cfg.data.max_length)
+            if w:
+                notes.append(f"{what}: {w}")
+        if not train:
+            raise DataError(f"data.train: no trainable example left after rendering with "
+                            f"data.max_length={cfg.data.max_length}")
+        return PreparedData(train, ev, notes)
+
+    # -- per step ------------------------------------------------------------------------------
+    @staticmethod
+    def weight(examples: list[Rendered]) -> float:
+        """Normaliser contribution: loss is Σ NLL / Σ target tokens over the whole step."""
+        return float(sum(r.n_target for r in examples))
+
+    def micro_loss(self, logps, batch, norm: float):
+        """Loss to backpropagate for one micro-batch (already divided by the step's normaliser)."""
+        xp = xpmod.of(logps)
+        nll, m = sft_loss(logps, batch["loss_mask"], xp)
+        return xp.sum(nll) / norm, {"nll_sum": xp.to_float(xp.sum(nll)),
+                                    "target_tokens": xp.to_float(xp.sum(m["tokens"]))}
+
+    @staticmethod
+    def eval_metrics(nll_sum: float, tokens: float) -> dict:
+        loss = nll_sum / max(tokens, 1.0)
+        return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}

@@ -1,0 +1,141 @@
+"""The run directory: config.yaml, metrics.jsonl/csv, summary.json, checkpoints/, adapter/.
+
+Backend-agnostic: every backend's loop writes through this, so runs look the same on disk.
+Every file is written to a temporary name and renamed, so a kill never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+CKPT_RE = re.compile(r"^step-(\d+)$")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    def has_run(self) -> bool:
+        return self.metrics_jsonl.exists() or self.checkpoints.exists() or self.adapter.exists()
+
+    def clear(self) -> None:
+        for name in ("checkpoints", "adapter", "metrics.jsonl", "metrics.csv", "summary.json",
+                     "config.yaml"):
+            p = self.root / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    # -- metrics -------------------------------------------------------------------------------
+    def append_metrics(self, row: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_jsonl.exists():
+            return []
+        rows = []
+        for line in self.metrics_jsonl.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything before it is good
+        return rows
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """On resume: drop rows logged after the checkpoint we resume from."""
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        write_atomic(self.metrics_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_metrics_csv(self) -> None:
+        rows = self.read_metrics()
+        cols: list[str] = []
+        for r in rows:
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+        tmp = self.root / f".metrics.csv.tmp-{os.getpid()}"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        os.replace(tmp, self.root / "metrics.csv")
+
+    def write_json(self, name: str, data: dict) -> None:
+        write_atomic(self.root / name, json.dumps({k: _clean(v) for k, v in data.items()},
+                                                  indent=2) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:07d}"
+
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.checkpoints.exists():
+            return []
+        out = []
+        for p in self.checkpoints.iterdir():
+            m = CKPT_RE.match(p.name)
+            if m and (p / "state.json").exists():
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def latest_checkpoint(self) -> Path | None:
+        ck = self.list_checkpoints()
+        return ck[-1][1] if ck else None
+
+    def prune_checkpoints(self, keep_last: int, best_step: int | None) -> None:
+        ck = self.list_checkpoints()
+        keep = {s for s, _ in ck[-keep_last:]}
+        if best_step is not None:
+            keep.add(best_step)
+        for s, p in ck:
+            if s not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+        # leftovers of a killed save
+        if self.checkpoints.exists():
+            for p in self.checkpoints.iterdir():
+                if p.name.startswith("."):
+                    shutil.rmtree(p, ignore_errors=True)

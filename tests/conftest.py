@@ -1,0 +1,83 @@
+"""Shared fixtures: the bundled model (converted once per cache) and a tiny random model that
+uses the bundled model's real tokenizer and chat template (2 layers, hidden 64)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+PERSONA = EXAMPLES / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")       # the suite must never need the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> str:
+    from mindprint.models import resolve
+
+    return resolve("smollm2-135m-instruct").path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_model_dir):
+    from mindprint.backends.torch.model import load_tokenizer
+
+    return load_tokenizer(bundled_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_model_dir, tokenizer) -> str:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, tie_word_embeddings=True,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(1234)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def chat(q: str, a: str, topic: str | None = None) -> dict:
+    r = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    if topic:
+        r["topic"] = topic
+    return r
+
+
+@pytest.fixture
+def tiny_chat_files(tmp_path):
+    words = ["tide", "season", "pendulum", "credit", "crowd", "cycle", "risk", "cash", "fear",
+             "greed", "boom", "bust"]
+    rows = [chat(f"Tell me about the {w} number {i}.",
+                 f"Zoom out. The {w} turns, as it did in year {1990 + i}. Patience is a position.")
+            for i, w in enumerate(words * 2)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows[:20])
+    ev = write_jsonl(tmp_path / "eval.jsonl", rows[20:])
+    return str(train), str(ev)
+
+
+def tiny_config(model_dir: str, train: str, ev: str, out: str, **train_over) -> dict:
+    t = {"max_steps": 4, "batch_size": 2, "grad_accum": 1, "lr": 5e-3, "seed": 3,
+         "eval_every": 2, "save_every": 2, "keep_last": 5, "warmup_steps": 1}
+    t.update(train_over)
+    return {"method": "sft", "backend": "torch", "model": model_dir,
+            "data": {"train": train, "eval": ev, "max_length": 96},
+            "train": t, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attn_mlp"},
+            "output_dir": out}

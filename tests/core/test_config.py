@@ -1,0 +1,130 @@
+"""Config: YAML → typed config, did-you-mean, ranges, overrides and their precedence."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mindprint import config as C
+from mindprint.errors import ConfigError
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+BASE = {"data": {"train": "t.jsonl"}}
+
+
+def test_defaults_fill_everything(tmp_path):
+    cfg = C.load(_write(tmp_path, BASE), use_env=False)
+    assert cfg.method == "sft" and cfg.backend == "torch"
+    assert cfg.model.name == C.DEFAULT_MODEL
+    assert cfg.data.train == ["t.jsonl"] and cfg.data.eval == []
+    assert cfg.train.eval_batch_size == cfg.train.batch_size
+    assert cfg.lora.targets == "attn_mlp"
+
+
+def test_model_shorthand_string(tmp_path):
+    cfg = C.load(_write(tmp_path, {**BASE, "model": "/some/dir"}), use_env=False)
+    assert cfg.model.name == "/some/dir" and cfg.model.dtype == "auto"
+
+
+@pytest.mark.parametrize("raw,expect", [
+    ({"train": {"learnin_rate": 1}}, "did you mean 'train.lr'"),
+    ({"train": {"learning_rate": 1}}, "did you mean 'train.lr'"),
+    ({"train": {"batchsize": 1}}, "did you mean 'train.batch_size'"),
+    ({"lora": {"rnk": 4}}, "did you mean 'lora.r'"),
+    ({"lora": {"lora_alpha": 4}}, "did you mean 'lora.alpha'"),
+    ({"outptu_dir": "x"}, "did you mean 'output_dir'"),
+    ({"data": {"train": "t", "max_len": 9}}, "did you mean 'data.max_length'"),
+])
+def test_unknown_key_suggests(tmp_path, raw, expect):
+    data = {**BASE, **raw}
+    if "data" in raw:
+        data["data"] = raw["data"]
+    with pytest.raises(ConfigError) as e:
+        C.load(_write(tmp_path, data), use_env=False)
+    assert "unknown key" in str(e.value) and expect in str(e.value)
+
+
+@pytest.mark.parametrize("section,key,value,needle", [
+    ("train", "lr", -1, "train.lr"),
+    ("train", "batch_size", 0, "train.batch_size"),
+    ("train", "schedule", "cosin", "train.schedule"),
+    ("lora", "dropout", 1.5, "lora.dropout"),
+    ("lora", "targets", "everything", "lora.targets"),
+    ("data", "max_error_rate", 2, "data.max_error_rate"),
+])
+def test_range_and_choice_errors_name_the_key(tmp_path, section, key, value, needle):
+    data = {**BASE}
+    data[section] = {**data.get(section, {}), key: value}
+    with pytest.raises(ConfigError) as e:
+        C.load(_write(tmp_path, data), use_env=False)
+    assert needle in str(e.value)
+
+
+def test_missing_required_train_data(tmp_path):
+    with pytest.raises(ConfigError, match="missing required key 'data'"):
+        C.load(_write(tmp_path, {"method": "sft"}), use_env=False)
+
+
+def test_bad_yaml_names_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("data:\n  train: [a\nmethod: sft\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        C.load(str(p), use_env=False)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        C.load(str(tmp_path / "nope.yaml"))
+    (tmp_path / "e.yaml").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        C.load(str(tmp_path / "e.yaml"))
+
+
+def test_set_overrides_and_types(tmp_path):
+    cfg = C.load(_write(tmp_path, BASE), ["train.lr=1e-3", "lora.targets=[q_proj, v_proj]",
+                                          "model.name=foo/bar", "train.max_minutes=null"],
+                 use_env=False)
+    assert cfg.train.lr == 1e-3 and cfg.lora.targets == ["q_proj", "v_proj"]
+    assert cfg.model.name == "foo/bar" and cfg.train.max_minutes is None
+
+
+def test_set_unknown_key_suggests(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'train.max_steps'"):
+        C.load(_write(tmp_path, BASE), ["train.max_step=3"], use_env=False)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        C.load(_write(tmp_path, BASE), ["train.lr"], use_env=False)
+
+
+def test_precedence_yaml_env_set(tmp_path, monkeypatch):
+    path = _write(tmp_path, {**BASE, "train": {"lr": 0.1, "max_steps": 7}})
+    monkeypatch.setenv("MINDPRINT_TRAIN__LR", "0.2")
+    monkeypatch.setenv("MINDPRINT_METHOD", "sft")
+    cfg = C.load(path)
+    assert cfg.train.lr == 0.2 and cfg.train.max_steps == 7
+    cfg = C.load(path, ["train.lr=0.3"])
+    assert cfg.train.lr == 0.3
+    monkeypatch.setenv("MINDPRINT_TRAIN__LRR", "0.2")
+    with pytest.raises(ConfigError, match="environment MINDPRINT_TRAIN__LRR.*did you mean 'train.lr'"):
+        C.load(path)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = C.load(_write(tmp_path, BASE), ["lora.r=4"], use_env=False)
+    again = C.from_dict(yaml.safe_load(C.dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_describe_covers_every_leaf_key():
+    keys = {k for k, _, _ in C.describe()}
+    for k in ("method", "backend", "model.name", "data.train", "data.eval", "train.max_steps",
+              "train.batch_size", "train.grad_accum", "train.lr", "train.seed", "train.eval_every",
+              "train.save_every", "train.keep_last", "output_dir", "lora.r", "lora.alpha",
+              "lora.dropout", "lora.targets", "lora.dora", "lora.rslora"):
+        assert k in keys
+    assert all(meaning for _, _, meaning in C.describe())

@@ -1,0 +1,208 @@
+"""The PyTorch loop on a tiny random model: exact accumulation, exact resume, stops, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from mindprint import config as C
+from mindprint.backends.torch.train import Trainer, run_training
+from mindprint.errors import MindprintError, TrainingStopped
+from mindprint.methods import get_method
+
+
+def _cfg(raw):
+    return C.from_dict(raw)
+
+
+def _adapter(run_dir) -> dict:
+    return load_file(str(Path(run_dir) / "adapter" / "adapter_model.safetensors"))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_outputs_and_plain_peft_load(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    out = tmp_path / "run"
+    summary = run_training(_cfg(tiny_config(tiny_model_dir, train, ev, str(out))))
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "adapter"):
+        assert (out / name).exists(), name
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(k in steps[0] for k in ("lr", "grad_norm", "tokens_per_s"))
+    assert [r["step"] for r in rows if "eval_loss" in r] == [0, 2, 4]
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("steps", "train_loss", "first_eval_loss", "final_eval_loss", "tokens_per_s",
+              "peak_memory_mb", "wall_s", "setup_s"):
+        assert s[k] is not None, k
+    assert s["final_eval_loss"] < s["first_eval_loss"]
+    assert summary["steps"] == 4
+    # the adapter loads with plain PEFT, no Mindprint involved
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+    # the config written is the resolved one and loads back
+    again = C.load(str(out / "config.yaml"), use_env=False)
+    assert again.train.max_steps == 4
+
+
+@pytest.mark.parametrize("lr_schedule", ["cosine", "constant"])
+def test_accumulation_is_exact(tiny_model_dir, tiny_chat_files, tmp_path, lr_schedule):
+    """batch 4 × accum 1 and batch 1 × accum 4 give the same update (token-weighted loss)."""
+    train, ev = tiny_chat_files
+    a = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "a"), batch_size=4, grad_accum=1,
+                    max_steps=3, schedule=lr_schedule)
+    b = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "b"), batch_size=1, grad_accum=4,
+                    max_steps=3, schedule=lr_schedule)
+    ra, rb = run_training(_cfg(a)), run_training(_cfg(b))
+    assert _max_diff(_adapter(tmp_path / "a"), _adapter(tmp_path / "b")) < 1e-5
+    assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
+
+
+def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "full"), max_steps=6,
+                      save_every=3)
+    raw["lora"]["dropout"] = 0.1   # RNG-dependent: resume must restore the RNG too
+    run_training(_cfg(raw))
+    # a run "killed" right after its step-3 checkpoint: copy it without what came later
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-0000003",
+                    part / "checkpoints" / "step-0000003")
+    shutil.copy(tmp_path / "full" / "metrics.jsonl", part / "metrics.jsonl")
+    raw2 = dict(raw, output_dir=str(part))
+    s = run_training(_cfg(raw2), resume=True)
+    assert s["steps"] == 6
+    assert _max_diff(_adapter(tmp_path / "full"), _adapter(part)) <= 1e-6
+    steps = [json.loads(l)["step"] for l in (part / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(l)]
+    assert steps == [1, 2, 3, 4, 5, 6]          # no duplicated rows after resume
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path):
+    """The real thing: a training process killed with SIGKILL, then `mindprint train --resume`."""
+    train, ev = tiny_chat_files
+    import yaml
+
+    def write(name, **over):
+        raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / name), max_steps=40,
+                          save_every=5, eval_every=0, **over)
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(raw))
+        return p
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "mindprint.cli", "train"]
+    full = write("full")
+    subprocess.run(cli + [str(full)], check=True, env=env, capture_output=True)
+    killed = write("killed")
+    proc = subprocess.Popen(cli + [str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        done = [p for p in ckpts.glob("step-*") if (p / "state.json").exists()] if ckpts.exists() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "adapter").exists(), "killed too late to test anything"
+    r = subprocess.run(cli + [str(killed), "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr
+    assert _max_diff(_adapter(tmp_path / "full"), _adapter(tmp_path / "killed")) <= 1e-6
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tiny_chat_files, tmp_path,
+                                                       monkeypatch):
+    train, ev = tiny_chat_files
+    cfg = _cfg(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"), max_steps=6,
+                           save_every=2))
+    method = get_method(cfg)
+    real = method.micro_loss
+    calls = {"n": 0}
+
+    def poisoned(logps, batch, norm):
+        calls["n"] += torch.is_grad_enabled()     # count training micro-batches, not evals
+        loss, m = real(logps, batch, norm)
+        return (loss * float("nan") if calls["n"] > 3 else loss), m
+
+    monkeypatch.setattr(method, "micro_loss", poisoned)
+    t = Trainer(cfg, method)
+    t.setup()
+    with pytest.raises(TrainingStopped) as e:
+        t.train()
+    msg = str(e.value)
+    assert "nan" in msg and "step 4" in msg and "step-0000002" in msg
+    ck = load_file(str(tmp_path / "r" / "checkpoints" / "step-0000002" / "trainable.safetensors"))
+    assert all(torch.isfinite(v).all() for v in ck.values())
+    assert not (tmp_path / "r" / "checkpoints" / "step-0000004").exists()
+
+
+def test_time_cap_saves_and_stops(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    s = run_training(_cfg(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"),
+                                      max_steps=50, max_minutes=1e-6, save_every=0)))
+    assert s["stopped"] == "time_cap" and s["steps"] == 1
+    assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "r" / "checkpoints" / "step-0000001" / "state.json").exists()
+
+
+def test_early_stopping_on_plateau(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"), max_steps=40, eval_every=1,
+                      lr=1e-7, save_every=0)
+    raw["train"]["early_stopping"] = {"patience": 2, "min_delta": 0.5, "min_steps": 3}
+    s = run_training(_cfg(raw))
+    assert s["stopped"] == "early_stopping" and 3 <= s["steps"] < 40
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"), max_steps=1)
+    run_training(_cfg(raw))
+    with pytest.raises(MindprintError, match="already holds a run"):
+        run_training(_cfg(raw))
+    assert run_training(_cfg(raw), overwrite=True)["steps"] == 1
+
+
+def test_sigint_saves_checkpoint_and_exits(tiny_model_dir, tiny_chat_files, tmp_path):
+    import yaml
+
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"), max_steps=100000,
+                      save_every=0, eval_every=0)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen([sys.executable, "-m", "mindprint.cli", "train", str(p)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("loss") >= 2):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    assert list((tmp_path / "r" / "checkpoints").glob("step-*/state.json"))
+    assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").exists()
