@@ -142,9 +142,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tiny_chat
     real = method.micro_loss
     calls = {"n": 0}
 
-    def poisoned(logps, batch, norm):
-        calls["n"] += torch.is_grad_enabled()     # count training micro-batches, not evals
-        loss, m = real(logps, batch, norm)
+    def poisoned(backend, examples, norm):
+        calls["n"] += 1
+        loss, m = real(backend, examples, norm)
         return (loss * float("nan") if calls["n"] > 3 else loss), m
 
     monkeypatch.setattr(method, "micro_loss", poisoned)

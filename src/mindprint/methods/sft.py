@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from ..data.jsonl import load_many
 from ..data.render import Rendered, render_chat_records
 from ..errors import DataError
-from ..losses import xp as xpmod
 from ..losses.sft import sft_loss
 
 SFT_FORMATS = ("chat", "alpaca")
@@ -80,18 +79,36 @@ class SFTMethod:
 
     # -- per step ------------------------------------------------------------------------------
     @staticmethod
+    def n_tokens(example: Rendered) -> int:
+        return len(example.input_ids)
+
+    @staticmethod
     def weight(examples: list[Rendered]) -> float:
         """Normaliser contribution: loss is Σ NLL / Σ target tokens over the whole step."""
         return float(sum(r.n_target for r in examples))
 
-    def micro_loss(self, logps, batch, norm: float):
+    @staticmethod
+    def _nll(backend, examples):
+        batch = backend.batch([r.input_ids for r in examples], [r.loss_mask for r in examples])
+        logps = backend.token_logps(batch)
+        nll, m = sft_loss(logps, batch["loss_mask"], backend.xp)
+        return backend.xp.sum(nll), backend.xp.sum(m["tokens"])
+
+    def micro_loss(self, backend, examples, norm: float):
         """Loss to backpropagate for one micro-batch (already divided by the step's normaliser)."""
-        xp = xpmod.of(logps)
-        nll, m = sft_loss(logps, batch["loss_mask"], xp)
-        return xp.sum(nll) / norm, {"nll_sum": xp.to_float(xp.sum(nll)),
-                                    "target_tokens": xp.to_float(xp.sum(m["tokens"]))}
+        nll, tokens = self._nll(backend, examples)
+        xp = backend.xp
+        return nll / norm, {"nll_sum": xp.to_float(nll), "target_tokens": xp.to_float(tokens)}
 
     @staticmethod
-    def eval_metrics(nll_sum: float, tokens: float) -> dict:
-        loss = nll_sum / max(tokens, 1.0)
+    def step_metrics(sums: dict) -> dict:
+        return {"target_tokens": int(sums.get("target_tokens", 0))}
+
+    def eval_sums(self, backend, examples) -> dict:
+        nll, tokens = self._nll(backend, examples)
+        return {"nll_sum": backend.xp.to_float(nll), "target_tokens": backend.xp.to_float(tokens)}
+
+    @staticmethod
+    def eval_metrics(sums: dict) -> dict:
+        loss = sums["nll_sum"] / max(sums["target_tokens"], 1.0)
         return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}

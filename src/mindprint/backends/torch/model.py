@@ -198,6 +198,30 @@ def to_batch(seqs: list[list[int]], masks: list[list[int]], pad_id: int, device)
     return {"input_ids": ids.to(device), "attention_mask": att.to(device), "loss_mask": lm.to(device)}
 
 
+class TorchBackend:
+    """The model + tokenizer pair a method works through (see :class:`~..base.Backend`)."""
+
+    name = "torch"
+
+    def __init__(self, model, tokenizer):
+        from ...losses import xp as xpmod
+
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.xp = xpmod.get("torch")
+
+    def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
+        return to_batch(seqs, masks, self.tokenizer.pad_token_id, self.device)
+
+    def token_logps(self, batch: dict) -> torch.Tensor:
+        return token_logps(self.model, batch["input_ids"], batch["attention_mask"],
+                           batch["loss_mask"])
+
+    def disabled_adapter(self):
+        """The base model, for reference passes: the same weights, adapters switched off."""
+        return self.model.disable_adapter()
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

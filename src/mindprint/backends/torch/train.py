@@ -29,7 +29,7 @@ from ...errors import MindprintError, TrainingStopped
 from ...models import resolve
 from ...outputs import RunDir, write_atomic
 from ...progress import TrainProgress
-from .model import add_lora, atomic_dir, load_base, save_adapter, to_batch, token_logps
+from .model import TorchBackend, add_lora, atomic_dir, load_base, save_adapter
 
 
 def lr_lambda(cfg) -> callable:
@@ -129,6 +129,9 @@ class Trainer:
             base.enable_input_require_grads()
         self.model = add_lora(base, cfg.lora, cfg.train.seed)
         self.model.train()
+        self.backend = TorchBackend(self.model, self.tok)
+        if hasattr(self.method, "on_setup"):
+            self.method.on_setup(self.backend, self.data, self.log)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.params = params
         self.opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
@@ -161,20 +164,16 @@ class Trainer:
         micro = self.sampler.next_step()
         groups = [self._examples(m) for m in micro]
         norm = sum(self.method.weight(g) for g in groups)
-        loss_total, tokens, extra = 0.0, 0, {}
+        loss_total, tokens, sums = 0.0, 0, {}
         for g in groups:
-            batch = to_batch([r.input_ids for r in g], [r.loss_mask for r in g],
-                             self.tok.pad_token_id, self.device)
-            logps = token_logps(self.model, batch["input_ids"], batch["attention_mask"],
-                                batch["loss_mask"])
-            loss, m = self.method.micro_loss(logps, batch, norm)
+            loss, m = self.method.micro_loss(self.backend, g, norm)
             if not torch.isfinite(loss):
                 raise TrainingStopped(self._nan_message("loss", float(loss.detach())))
             loss.backward()
             loss_total += float(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(self.method.n_tokens(r) for r in g)
             for k, v in m.items():
-                extra[k] = extra.get(k, 0.0) + v
+                sums[k] = sums.get(k, 0.0) + v
         if self.cfg.train.max_grad_norm:
             gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
         else:
@@ -189,7 +188,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += tokens
-        return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens, **extra}
+        return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens,
+                "metrics": self.method.step_metrics(sums)}
 
     def _nan_message(self, what: str, value: float) -> str:
         last = self.run.latest_checkpoint()
@@ -202,19 +202,13 @@ class Trainer:
         if not self.data.eval:
             return {}
         self.model.eval()
-        nll, toks = 0.0, 0.0
-        lengths = [len(r.input_ids) for r in self.data.eval]
+        sums: dict = {}
+        lengths = [self.method.n_tokens(r) for r in self.data.eval]
         for idx in eval_batches(lengths, self.cfg.train.eval_batch_size):
-            g = [self.data.eval[i] for i in idx]
-            batch = to_batch([r.input_ids for r in g], [r.loss_mask for r in g],
-                             self.tok.pad_token_id, self.device)
-            logps = token_logps(self.model, batch["input_ids"], batch["attention_mask"],
-                                batch["loss_mask"])
-            _, m = self.method.micro_loss(logps, batch, 1.0)
-            nll += m["nll_sum"]
-            toks += m["target_tokens"]
+            for k, v in self.method.eval_sums(self.backend, [self.data.eval[i] for i in idx]).items():
+                sums[k] = sums.get(k, 0.0) + v
         self.model.train()
-        return self.method.eval_metrics(nll, toks)
+        return self.method.eval_metrics(sums)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -300,7 +294,8 @@ class Trainer:
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         row = {"step": self.step, "loss": m["loss"], "lr": m["lr"],
                                "grad_norm": m["grad_norm"], "tokens_per_s": tps,
-                               "epoch": self.sampler.epoch, "elapsed_s": self._elapsed()}
+                               "epoch": self.sampler.epoch, "elapsed_s": self._elapsed(),
+                               **m["metrics"]}
                         self.run.append_metrics(row)
                         window_t, window_tok = now, 0
                     stop_now = False
