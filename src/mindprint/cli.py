@@ -96,6 +96,11 @@ def cmd_config_show(args) -> int:
 def cmd_config_keys(args) -> int:
     from . import config as C
 
+    if args.markdown:
+        print("| key | default | meaning |\n|---|---|---|")
+        for key, default, meaning in C.describe():
+            print(f"| `{key}` | `{default}` | {meaning.replace('|', '/')} |")
+        return 0
     for key, default, meaning in C.describe():
         print(f"{key:34s} {default:28s} {meaning}")
     return 0
@@ -142,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cs.set_defaults(func=cmd_config_show)
     ck = csub.add_parser("keys", help="list every config key with its default and meaning")
+    ck.add_argument("--markdown", action="store_true", help="as a Markdown table")
     ck.set_defaults(func=cmd_config_keys)
     return p
 

@@ -206,3 +206,26 @@ def test_sigint_saves_checkpoint_and_exits(tiny_model_dir, tiny_chat_files, tmp_
     assert "Traceback" not in err and "--resume" in err
     assert list((tmp_path / "r" / "checkpoints").glob("step-*/state.json"))
     assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("lora", [{"dora": True}, {"rslora": True, "targets": ["q_proj", "v_proj"]},
+                                  {"targets": "all_linear"}])
+def test_lora_variants_train_and_save(tiny_model_dir, tiny_chat_files, tmp_path, lora):
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"), max_steps=2)
+    raw["lora"].update(lora)
+    s = run_training(_cfg(raw))
+    assert s["final_eval_loss"] < s["first_eval_loss"]
+    acfg = json.loads((tmp_path / "r" / "adapter" / "adapter_config.json").read_text())
+    assert acfg["use_dora"] == lora.get("dora", False)
+    assert acfg["use_rslora"] == lora.get("rslora", False)
+    if isinstance(lora.get("targets"), list):
+        assert sorted(acfg["target_modules"]) == ["q_proj", "v_proj"]
+
+
+def test_unknown_lora_target_is_a_clear_error(tiny_model_dir, tiny_chat_files, tmp_path):
+    train, ev = tiny_chat_files
+    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"))
+    raw["lora"]["targets"] = ["qproj"]
+    with pytest.raises(MindprintError, match="qproj.*linear layers are"):
+        run_training(_cfg(raw))
