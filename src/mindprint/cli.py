@@ -23,7 +23,18 @@ def _err(msg: str) -> None:
 def cmd_train(args) -> int:
     from . import config as C
 
-    cfg = C.load(args.config, args.set)
+    original = None
+    if getattr(args, "reproduce", None):
+        if args.config or args.resume:
+            raise MindprintError("--reproduce RUN_DIR starts a new run from that run's manifest: "
+                                 "give no CONFIG and no --resume with it")
+        from .manifest import reproduce_config
+
+        cfg, original = reproduce_config(args.reproduce, args.set, args.output_dir)
+    elif not args.config:
+        raise MindprintError("give a config file: mindprint train CONFIG (or --reproduce RUN_DIR)")
+    else:
+        cfg = C.load(args.config, args.set)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     if cfg.backend != "torch":
@@ -36,11 +47,23 @@ def cmd_train(args) -> int:
 
     print(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
           f"→ {cfg.output_dir}", file=sys.stderr)
-    summary = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
-                           log=lambda s: print(s, file=sys.stderr))
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    callbacks = None
+    if original is not None:                      # the manifest writer warns about differences
+        from .tracking import default_callbacks
+
+        callbacks = default_callbacks(cfg, log, reproduce_of=original,
+                                      reproduce_dir=str(args.reproduce))
+    summary = run_training(cfg, resume=args.resume, overwrite=args.overwrite, log=log,
+                           callbacks=callbacks)
     first, final = summary.get("first_eval_loss"), summary.get("final_eval_loss")
     ev = f"; eval loss {first:.4f} → {final:.4f}" if first is not None and final is not None else ""
     print(f"done: {summary['steps']} steps ({summary['stopped']}){ev}", file=sys.stderr)
+    if original is not None:
+        from .manifest import compare_outcome
+
+        for line in compare_outcome(args.reproduce, summary):
+            print(f"reproduce: {line}", file=sys.stderr)
     print(f"run directory: {summary['output_dir']}")
     print(f"adapter: {summary['adapter']}")
     return 0
@@ -112,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an adapter from a YAML config")
-    t.add_argument("config", help="YAML config file")
+    t.add_argument("config", nargs="?", help="YAML config file")
+    t.add_argument("--reproduce", metavar="RUN_DIR",
+                   help="re-run RUN_DIR from its manifest.json into RUN_DIR-reproduce (or "
+                        "--output-dir), warning about every difference (versions, data, device)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -149,7 +175,49 @@ def build_parser() -> argparse.ArgumentParser:
     ck = csub.add_parser("keys", help="list every config key with its default and meaning")
     ck.add_argument("--markdown", action="store_true", help="as a Markdown table")
     ck.set_defaults(func=cmd_config_keys)
+
+    from .evaluate.cli import add_parsers as add_eval_parsers   # eval, compare
+    from .export.cli import add_parsers as add_export_parsers   # merge, export gguf
+
+    add_eval_parsers(sub)
+    add_export_parsers(sub)
+
+    r = sub.add_parser("runs", help="list, show and compare run directories")
+    rsub = r.add_subparsers(dest="runs_command", metavar="ACTION")
+    rl = rsub.add_parser("list", help="a table of the runs under DIR (default: runs)")
+    rl.add_argument("dir", nargs="?", metavar="DIR")
+    rl.add_argument("--json", action="store_true", help="as JSON")
+    rl.set_defaults(func=lambda a: _runs().cmd_list(a.dir, a.json))
+    rs = rsub.add_parser("show", help="one run: status, metrics, manifest, config")
+    rs.add_argument("run", metavar="RUN", help="run directory (or a name under runs/)")
+    rs.add_argument("--json", action="store_true", help="as JSON")
+    rs.set_defaults(func=lambda a: _runs().cmd_show(a.run, a.json))
+    rc = rsub.add_parser("compare", help="config differences and metrics side by side")
+    rc.add_argument("runs", nargs="+", metavar="RUN")
+    rc.add_argument("--json", action="store_true", help="as JSON")
+    rc.set_defaults(func=lambda a: _runs().cmd_compare(a.runs, a.json))
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, config, manifest, summary")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--self-contained", action="store_true",
+                    help="embed the charts in the HTML instead of writing RUN_DIR/report/*.png")
+    rp.add_argument("--output", metavar="FILE", help="where to write the HTML (default: "
+                    "RUN_DIR/report.html)")
+    rp.set_defaults(func=cmd_report)
     return p
+
+
+def _runs():
+    from . import runs
+
+    return runs
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir, self_contained=args.self_contained, output=args.output))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

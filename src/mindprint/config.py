@@ -116,10 +116,80 @@ class LoraConfig(_Section):
         return v
 
 
-class GenerateConfig(_Section):
-    max_new_tokens: int = Field(200, ge=1, description="tokens generated per answer")
-    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+ReferenceMode = Literal["cached", "live"]
+
+
+class DPOConfig(_Section):
+    beta: float = Field(0.1, gt=0.0, description="dpo/ipo: strength of the pull towards the reference "
+                        "(DPO: scale of the log-ratio margin; IPO: target margin 1/(2·beta) per token)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="dpo: assumed fraction of flipped "
+                                   "labels (conservative DPO); 0 = plain sigmoid DPO")
+    reference: ReferenceMode = Field("cached", description="dpo/ipo: reference log-probs computed once "
+                                     "with the adapter off and cached on disk, or live at every step")
+
+
+class ORPOConfig(_Section):
+    lam: float = Field(0.1, gt=0.0, description="orpo: weight λ of the odds-ratio term against the chosen "
+                       "NLL (TRL's ORPOConfig.beta)")
+
+
+class KTOConfig(_Section):
+    beta: float = Field(0.1, gt=0.0, description="kto: scale of the implicit reward")
+    desirable_weight: float = Field(1.0, gt=0.0, description="kto: loss weight of desirable (label true) "
+                                    "completions")
+    undesirable_weight: float = Field(1.0, gt=0.0, description="kto: loss weight of undesirable (label "
+                                      "false) completions")
+    reference: ReferenceMode = Field("cached", description="kto: reference log-probs cached on disk, or "
+                                     "live at every step")
+
+
+class SimPOConfig(_Section):
+    beta: float = Field(2.0, gt=0.0, description="simpo: scale of the length-normalised reward")
+    gamma: float = Field(0.5, ge=0.0, description="simpo: target reward margin γ (TRL's simpo_gamma)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="simpo: assumed fraction of flipped "
+                                   "labels")
+
+
+def _default_banned() -> list[str]:
+    from .evaluate.style import DEFAULT_BANNED
+
+    return list(DEFAULT_BANNED)
+
+
+class EvalConfig(_Section):
+    every: int = Field(0, ge=0, description="during training: steps between voice-fidelity evals "
+                       "written to metrics.jsonl (0: off)")
+    prompts: list[str] = Field(default_factory=list, description="held-out prompts with reference "
+                               "answers (prompt+answer, chat, preference JSONL or .txt) for voice "
+                               "fidelity and style; default: data.eval")
+    chat: list[str] = Field(default_factory=list, description="held-out chat JSONL for perplexity; "
+                            "default: data.eval when it is chat data")
+    preference: list[str] = Field(default_factory=list, description="held-out preference pairs for "
+                                  "preference accuracy; default: data.eval when it is preference data")
+    max_prompts: int = Field(16, ge=1, description="prompts answered for voice fidelity and style "
+                             "(the first N)")
+    max_records: int | None = Field(None, ge=1, description="chat records and pairs scored for "
+                                    "perplexity and preference accuracy (the first N; null: all)")
+    max_new_tokens: int = Field(128, ge=1, description="tokens generated per answer")
+    temperature: float = Field(0.0, ge=0.0, description="0: greedy decoding (deterministic); > 0 "
+                               "samples, seeded by eval.seed")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling when temperature > 0")
+    seed: int = Field(0, ge=0, description="seed for sampled decoding")
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch and records per "
+                            "scoring batch")
+    banned_phrases: list[str] = Field(default_factory=_default_banned, description="phrases counted "
+                                      "as style violations (case-insensitive)")
+    compare_base: bool = Field(True, description="also evaluate the base model (adapter disabled) "
+                               "side by side")
+    output_dir: str | None = Field(None, description="where report.json and report.html go "
+                                   "(default: <output_dir>/eval)")
+
+    @field_validator("prompts", "chat", "preference", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, (str, Path)) else v
 
 
 class Config(_Section):
@@ -129,13 +199,32 @@ class Config(_Section):
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    orpo: ORPOConfig = Field(default_factory=ORPOConfig)
+    kto: KTOConfig = Field(default_factory=KTOConfig)
+    simpo: SimPOConfig = Field(default_factory=SimPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = Field("runs/run", description="where the run directory is written")
+    report_to: list[Literal["tensorboard", "mlflow", "trackio"]] = Field(
+        default_factory=list, description="experiment trackers fed during training, all local: "
+        "tensorboard (event files in the run's tensorboard/), mlflow (file store in the run's "
+        "mlruns/), trackio (its local store); each needs its package (pip install 'mindprint[tracking]')"
+    )
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers_shorthand(cls, v: Any) -> Any:
+        # `report_to: tensorboard`, MINDPRINT_REPORT_TO=tensorboard,mlflow, or none
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip() and s.strip() != "none"]
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -170,6 +259,10 @@ _ALIASES = {
     "model_name_or_path": "model.name",
     "output": "output_dir",
     "seed": "train.seed",
+    "lambda": "orpo.lam",
+    "orpo_lambda": "orpo.lam",
+    "simpo_gamma": "simpo.gamma",
+    "precompute_ref_log_probs": "dpo.reference",
 }
 
 

@@ -56,7 +56,10 @@ class RunDir:
 
     def clear(self) -> None:
         for name in ("checkpoints", "adapter", "metrics.jsonl", "metrics.csv", "summary.json",
-                     "config.yaml"):
+                     "config.yaml",
+                     # mindprint.tracking / mindprint.report outputs of the replaced run
+                     "manifest.json", "tracking.json", "tensorboard", "mlruns", "report.html",
+                     "report"):
             p = self.root / name
             if p.is_dir():
                 shutil.rmtree(p)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 
-IMPLEMENTED = {"sft": "torch"}
+# method: (module, class) — imported on use, so a CLI call loads only what it runs
+REGISTRY = {
+    "sft": ("sft", "SFTMethod"),
+    "dpo": ("pairwise", "PairMethod"),
+    "ipo": ("pairwise", "PairMethod"),
+    "orpo": ("pairwise", "PairMethod"),
+    "simpo": ("pairwise", "PairMethod"),
+    "kto": ("kto", "KTOMethod"),
+}
+IMPLEMENTED = {name: "torch" for name in REGISTRY}
 
 
 def get_method(cfg):
-    if cfg.method == "sft":
-        from .sft import SFTMethod
+    if cfg.method not in REGISTRY:
+        raise ConfigError(f"method '{cfg.method}' is not available yet in this version; "
+                          f"available: {', '.join(sorted(IMPLEMENTED))}")
+    import importlib
 
-        return SFTMethod(cfg)
-    raise ConfigError(f"method '{cfg.method}' is not available yet in this version; "
-                      f"available: {', '.join(sorted(IMPLEMENTED))}")
+    module, cls = REGISTRY[cfg.method]
+    return getattr(importlib.import_module(f".{module}", __name__), cls)(cfg)

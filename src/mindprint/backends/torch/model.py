@@ -141,24 +141,50 @@ def _decoder_and_head(model):
     return body, head
 
 
+class _SelectedLogps(torch.autograd.Function):
+    """log softmax(h W^T + b)[target] per row, a chunk of rows at a time, with a hand-written
+    backward that recomputes each chunk's logits: d/dlogits = g·(onehot − softmax). No
+    ``[rows, vocab]`` tensor outlives its chunk, in the forward or the backward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        n = hidden.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk):
+            logits = F.linear(hidden[s:s + chunk], weight, bias).float()
+            lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
+            out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        gh = torch.empty_like(hidden) if need_h else None
+        gw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        gb = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grad = grad.float()
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h, g = hidden[s:s + ctx.chunk], grad[s:s + ctx.chunk, None]
+            d = F.linear(h, weight, bias).float().sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g)
+            d.scatter_add_(-1, targets[s:s + ctx.chunk, None], g)      # g·(onehot − softmax)
+            if need_h:
+                gh[s:s + ctx.chunk] = d.to(weight.dtype) @ weight
+            if need_w:
+                gw += d.t() @ h.float()
+            if need_b:
+                gb += d.sum(0)
+        return (gh, gw.to(weight.dtype) if need_w else None, gb.to(bias.dtype) if need_b else None,
+                None, None)
+
+
 def _selected_logps(hidden: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor,
-                    chunk: int = 2048) -> torch.Tensor:
-    """log softmax(h W^T)[target] per row, a chunk of rows at a time.
-
-    Only the rows that are trained on reach here, and each chunk's logits are recomputed in the
-    backward pass (checkpointing), so no full ``[tokens, vocab]`` log-softmax is ever kept.
-    """
-    def one(h, t):
-        logits = F.linear(h, weight, bias).float()
-        return logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-    if hidden.shape[0] <= chunk:
-        return one(hidden, targets)
-    from torch.utils.checkpoint import checkpoint
-
-    parts = [checkpoint(one, hidden[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
-             for s in range(0, hidden.shape[0], chunk)]
-    return torch.cat(parts)
+                    chunk: int = 512) -> torch.Tensor:
+    """log softmax(h W^T)[target] for the rows that are trained on (see :class:`_SelectedLogps`)."""
+    return _SelectedLogps.apply(hidden, weight, bias, targets, chunk)
 
 
 def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -185,6 +211,126 @@ def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return torch.cat([out[:, :1], inner], dim=1)
 
 
+# -- prompt groups: one prompt, several completions, one row --------------------------------------
+# A preference pair is a prompt with two completions. Packed as one row [prompt | chosen | rejected]
+# where each completion attends to the prompt and to itself only (a 4-D mask) and continues the
+# prompt's positions, the prompt is computed once instead of twice and nothing is padded to the
+# longer completion. Models whose attention ignores custom masks fall back to one row per completion.
+
+
+def group_batch(groups, pad_id: int, device, mask_kind: str) -> dict:
+    """Tensors for ``groups`` = [(prompt_ids, [(completion_ids, completion_mask), ...]), ...].
+
+    Besides input_ids / position_ids / a 4-D attention mask it holds, for every trained token, the
+    row, the position whose hidden state predicts it, its id and its flat branch index
+    ``row * K + k`` (K = the most completions in a group).
+    """
+    K = max(len(b) for _, b in groups)
+    width = max(len(p) + sum(len(c) for c, _ in b) for p, b in groups)
+    R = len(groups)
+    ids = torch.full((R, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((R, width), dtype=torch.long)
+    seg = torch.full((R, width), -2, dtype=torch.long)      # -1 prompt, k branch k, -2 padding
+    rows, pred, tgt, flat = [], [], [], []
+    for r, (p, branches) in enumerate(groups):
+        P = len(p)
+        ids[r, :P] = torch.tensor(p, dtype=torch.long)
+        pos[r, :P] = torch.arange(P)
+        seg[r, :P] = -1
+        s = P
+        for k, (c, m) in enumerate(branches):
+            L = len(c)
+            ids[r, s:s + L] = torch.tensor(c, dtype=torch.long)
+            pos[r, s:s + L] = torch.arange(P, P + L)
+            seg[r, s:s + L] = k
+            for j in range(L):
+                if m[j]:
+                    rows.append(r)
+                    pred.append(s + j - 1 if j else P - 1)   # the first token follows the prompt
+                    tgt.append(c[j])
+                    flat.append(r * K + k)
+            s += L
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    same = seg[:, :, None] == seg[:, None, :]
+    allowed = causal & ((seg == -1)[:, None, :] | same | (seg == -2)[:, :, None])
+    if mask_kind == "bool":
+        att = allowed[:, None]
+    else:   # additive float mask for eager attention
+        att = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(
+            ~allowed, torch.finfo(torch.float32).min)[:, None]
+    counts = [[int(sum(m)) for _, m in b] + [0] * (K - len(b)) for _, b in groups]
+    as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return {"input_ids": ids.to(device), "position_ids": pos.to(device), "attention_mask": att.to(device),
+            "rows": as_long(rows), "pred": as_long(pred), "targets": as_long(tgt), "flat": as_long(flat),
+            "shape": (R, K), "counts": torch.tensor(counts, dtype=torch.float32, device=device)}
+
+
+def group_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums, counts)``, each ``[R, K]``: summed log-probs and trained-token counts per completion."""
+    R, K = batch["shape"]
+    body, head = _decoder_and_head(model)
+    if body is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits
+        lp = torch.log_softmax(logits[batch["rows"], batch["pred"]].float(), dim=-1)
+        sel = lp.gather(-1, batch["targets"][:, None]).squeeze(-1)
+    else:
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"]).last_hidden_state
+        sel = _selected_logps(hidden[batch["rows"], batch["pred"]], head.weight, head.bias,
+                              batch["targets"])
+    sums = torch.zeros(R * K, dtype=sel.dtype, device=sel.device).index_add(0, batch["flat"], sel)
+    return sums.view(R, K), batch["counts"]
+
+
+def group_logps_by_rows(model, groups, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same result as :func:`group_logps` with one padded row per completion (the fallback)."""
+    K = max(len(b) for _, b in groups)
+    seqs, masks, where = [], [], []
+    for r, (p, branches) in enumerate(groups):
+        for k, (c, m) in enumerate(branches):
+            seqs.append(list(p) + list(c))
+            masks.append([0] * len(p) + list(m))
+            where.append(r * K + k)
+    b = to_batch(seqs, masks, pad_id, device)
+    per_row = token_logps(model, b["input_ids"], b["attention_mask"], b["loss_mask"]).sum(-1)
+    idx = torch.tensor(where, dtype=torch.long, device=per_row.device)
+    sums = torch.zeros(len(groups) * K, dtype=per_row.dtype, device=per_row.device)
+    counts = [[int(sum(m)) for _, m in b] + [0] * (K - len(b)) for _, b in groups]
+    return (sums.index_add(0, idx, per_row).view(len(groups), K),
+            torch.tensor(counts, dtype=torch.float32, device=per_row.device))
+
+
+def _mask_kind(model) -> str | None:
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return {"sdpa": "bool", "eager": "float"}.get(impl)
+
+
+@torch.no_grad()
+def shared_prompt_works(model, pad_id: int, device) -> bool:
+    """Check once that this model honours a custom 4-D mask and position ids: a shared-prompt
+    row must give the same log-probs as one row per completion."""
+    kind = _mask_kind(model)
+    if kind is None:
+        return False
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    tok = lambda n: torch.randint(0, vocab, (n,), generator=g).tolist()  # noqa: E731
+    groups = [(tok(7), [(tok(5), [1] * 5), (tok(3), [1, 0, 1])]), (tok(4), [(tok(6), [1] * 6)])]
+    was_training = model.training
+    model.eval()
+    try:
+        a, _ = group_logps(model, group_batch(groups, pad_id, device, kind))
+        b, _ = group_logps_by_rows(model, groups, pad_id, device)
+    except Exception:   # noqa: BLE001 - any refusal of the mask means: use the fallback
+        return False
+    finally:
+        model.train(was_training)
+    half = next(model.parameters()).dtype != torch.float32
+    tol = 5e-2 if half else 1e-3
+    return bool(torch.allclose(a, b, rtol=tol, atol=tol))
+
+
 def to_batch(seqs: list[list[int]], masks: list[list[int]], pad_id: int, device) -> dict:
     """Right-padded tensors: input_ids, attention_mask, loss_mask."""
     width = max(len(s) for s in seqs)
@@ -209,6 +355,7 @@ class TorchBackend:
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.xp = xpmod.get("torch")
+        self._group_layout: str | None = None
 
     def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
         return to_batch(seqs, masks, self.tokenizer.pad_token_id, self.device)
@@ -216,6 +363,26 @@ class TorchBackend:
     def token_logps(self, batch: dict) -> torch.Tensor:
         return token_logps(self.model, batch["input_ids"], batch["attention_mask"],
                            batch["loss_mask"])
+
+    @property
+    def group_layout(self) -> str:
+        """"shared_prompt" (one row per group) or "rows" (one row per completion), decided once."""
+        if self._group_layout is None:
+            ok = shared_prompt_works(self.model, self.tokenizer.pad_token_id, self.device)
+            self._group_layout = "shared_prompt" if ok else "rows"
+        return self._group_layout
+
+    def group_logps(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probs and token counts ``[R, K]`` of each group's completions given its prompt.
+
+        ``groups`` = [(prompt_ids, [(completion_ids, completion_mask), ...]), ...]; only tokens whose
+        mask is 1 count. One forward pass either way.
+        """
+        if self.group_layout == "shared_prompt":
+            kind = _mask_kind(self.model)
+            return group_logps(self.model, group_batch(groups, self.tokenizer.pad_token_id,
+                                                       self.device, kind))
+        return group_logps_by_rows(self.model, groups, self.tokenizer.pad_token_id, self.device)
 
     def disabled_adapter(self):
         """The base model, for reference passes: the same weights, adapters switched off."""
@@ -278,18 +445,35 @@ def load_for_inference(model_spec: str | None, adapter: str | None, *, dtype="au
     ref = resolve(model_spec)
     model, tok = load_base(ref, dtype=dtype, device=device)
     if adapter:
-        from peft import PeftModel
-
-        read_adapter_meta(Path(adapter))
-        model = PeftModel.from_pretrained(model, adapter)
+        model = attach_adapter(model, adapter, model_spec)
     model.eval()
     return model, tok, ref
 
 
+def attach_adapter(model, adapter, base_spec: str = "the base model", **kwargs):
+    """``PeftModel.from_pretrained`` with one-line errors for adapters that do not fit the base
+    (missing files, other module names, shape mismatches)."""
+    from peft import PeftModel
+
+    read_adapter_meta(Path(adapter))
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), **kwargs)
+    except (RuntimeError, ValueError, KeyError, OSError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else repr(e))
+        raise ModelError(f"{adapter}: the adapter does not fit {base_spec} (was it trained on "
+                         f"another base model?): {detail[:300]}") from None
+
+
 @torch.no_grad()
 def generate(model, tok, prompts: list[list[dict]], *, max_new_tokens: int = 200,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Batched, KV-cached generation from chat prompts; stops at end-of-turn."""
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+             stats: dict | None = None) -> list[str]:
+    """Batched, KV-cached generation from chat prompts; stops at end-of-turn.
+
+    ``stats``, when given, receives ``new_tokens``: the tokens generated per prompt (end-of-turn
+    included, padding after it not).
+    """
     from ...data.render import render_text
 
     torch.manual_seed(seed)
@@ -311,4 +495,7 @@ def generate(model, tok, prompts: list[list[dict]], *, max_new_tokens: int = 200
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     out = model.generate(**enc, **kwargs)
     new = out[:, enc["input_ids"].shape[1]:]
+    if stats is not None:
+        ends = [[j for j, t in enumerate(row) if t in eos] for row in new.tolist()]
+        stats["new_tokens"] = [e[0] + 1 if e else new.shape[1] for e in ends]
     return [tok.decode(row, skip_special_tokens=True).strip() for row in new]

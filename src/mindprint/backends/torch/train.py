@@ -29,6 +29,7 @@ from ...errors import MindprintError, TrainingStopped
 from ...models import resolve
 from ...outputs import RunDir, write_atomic
 from ...progress import TrainProgress
+from ...tracking import CallbackList, RunInfo, default_callbacks
 from .model import TorchBackend, add_lora, atomic_dir, load_base, save_adapter
 
 
@@ -99,9 +100,12 @@ class _StopFlag:
 
 class Trainer:
     def __init__(self, cfg: Config, method, *, resume: bool = False, overwrite: bool = False,
-                 log=print):
+                 log=print, callbacks: list | None = None):
         self.cfg, self.method, self.log = cfg, method, log
         self.run = RunDir(cfg.output_dir)
+        # manifest.json + report_to trackers (mindprint.tracking); never able to stop a run
+        self.callbacks = CallbackList(default_callbacks(cfg, log) if callbacks is None
+                                      else callbacks, log)
         self.resume = resume
         if self.run.has_run() and not resume:
             if not overwrite:
@@ -130,6 +134,11 @@ class Trainer:
         self.model = add_lora(base, cfg.lora, cfg.train.seed)
         self.model.train()
         self.backend = TorchBackend(self.model, self.tok)
+        self.voice = None
+        if cfg.eval.every:     # voice fidelity during training, see mindprint.evaluate.probe
+            from ...evaluate.probe import VoiceProbe
+
+            self.voice = VoiceProbe(cfg, self.tok)
         if hasattr(self.method, "on_setup"):
             self.method.on_setup(self.backend, self.data, self.log)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -144,6 +153,8 @@ class Trainer:
         self.bad_evals = 0
         self.first_eval = None
         self.last_eval = None
+        self.last_step_metrics: dict = {}
+        self.last_eval_metrics: dict = {}
         self.elapsed_before = 0.0
         self.tokens_seen = 0
         if self.resume:
@@ -155,6 +166,11 @@ class Trainer:
         self.run.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.run.root / "config.yaml", dump_yaml(cfg))
         self.setup_s = time.monotonic() - t0
+        self.callbacks.on_start(RunInfo(
+            config=cfg, run_dir=self.run.root, backend="torch", device=str(self.device),
+            model_spec=cfg.model.name, model_kind=self.model_ref.kind, model_path=self.model_ref.path,
+            train=self.data.train, eval=self.data.eval, resumed=self.resume, step=self.step,
+            log=self.log))
 
     # -- one step ------------------------------------------------------------------------------
     def _examples(self, idx):
@@ -260,6 +276,7 @@ class Trainer:
     def _record_eval(self, metrics: dict) -> bool:
         """Store an eval; return True when early stopping says stop."""
         loss = metrics["eval_loss"]
+        self.last_eval_metrics = metrics
         if self.first_eval is None:
             self.first_eval = loss
         self.last_eval = loss
@@ -284,10 +301,14 @@ class Trainer:
                     ev = self.evaluate()
                     self._record_eval(ev)
                     self.run.append_metrics({"step": 0, **ev})
-                    progress.note(f"step 0: eval_loss {ev['eval_loss']:.4f}")
+                    self.callbacks.on_eval({"step": 0, **ev})
+                    progress.note(f"step 0: {_eval_line(ev)}")
+                if self.voice is not None and cfg.eval_at_start and self.step == 0:
+                    self._probe_voice(progress)
                 while self.step < cfg.max_steps:
                     m = self.train_step()
                     losses.append(m["loss"])
+                    self.last_step_metrics = m["metrics"]
                     window_tok += m["tokens"]
                     now = time.monotonic()
                     tps = window_tok / max(now - window_t, 1e-9)
@@ -297,6 +318,7 @@ class Trainer:
                                "epoch": self.sampler.epoch, "elapsed_s": self._elapsed(),
                                **m["metrics"]}
                         self.run.append_metrics(row)
+                        self.callbacks.on_log(row)
                         window_t, window_tok = now, 0
                     stop_now = False
                     is_last = self.step == cfg.max_steps
@@ -305,27 +327,38 @@ class Trainer:
                         if ev:
                             stop_now = self._record_eval(ev)
                             self.run.append_metrics({"step": self.step, **ev})
-                            progress.note(f"step {self.step}: eval_loss {ev['eval_loss']:.4f} "
-                                          f"(ppl {ev['eval_ppl']:.2f})")
+                            self.callbacks.on_eval({"step": self.step, **ev})
+                            progress.note(f"step {self.step}: {_eval_line(ev)}")
                             if stop_now:
                                 reason = "early_stopping"
+                    if self.voice is not None and (self.voice.due(self.step) or is_last):
+                        self._probe_voice(progress)
                     progress.update(self.step, m["loss"], tps)
                     timed_out = cfg.max_minutes and self._elapsed() >= cfg.max_minutes * 60
                     if timed_out and not stop_now:
                         reason = "time_cap"
                     if stop.requested:
                         reason = "interrupted"
+                    new_best = self.best[1] == self.step     # keep the best eval restorable
                     if (cfg.save_every and self.step % cfg.save_every == 0) or is_last \
-                            or stop_now or timed_out or stop.requested:
+                            or new_best or stop_now or timed_out or stop.requested:
                         self.save_checkpoint()
                     if stop_now or timed_out or stop.requested:
                         break
+        except BaseException as e:
+            self.callbacks.fail(e, self.step)     # manifest: failed / interrupted
+            raise
         finally:
             progress.close()
         summary = self.finish(reason, losses)
         if reason == "interrupted":
             raise Interrupted(summary)
         return summary
+
+    def _probe_voice(self, progress) -> None:
+        row = {"step": self.step, **self.voice(self.model)}
+        self.run.append_metrics(row)
+        progress.note(f"step {self.step}: voice fidelity {row['voice_fidelity']:.4f}")
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t_start)
@@ -345,15 +378,30 @@ class Trainer:
             "first_eval_loss": self.first_eval, "final_eval_loss": self.last_eval,
             "best_eval_loss": self.best[0] if self.best[1] is not None else None,
             "best_step": self.best[1],
+            "best_checkpoint": (str(self.run.checkpoint_path(self.best[1]))
+                                if self.best[1] else None),
             "tokens_per_s": self.tokens_seen / wall if wall > 0 else None,
             "tokens_seen": self.tokens_seen,
             "peak_memory_mb": peak_memory_mb(self.device),
             "wall_s": wall, "setup_s": self.setup_s,
             "device": str(self.device),
             "adapter": str(self.run.adapter), "output_dir": str(self.run.root),
+            # the method's own numbers: last logged step (e.g. rewards/margin) and last eval
+            "final_train_metrics": self.last_step_metrics,
+            "final_eval_metrics": self.last_eval_metrics,
         }
         self.run.write_json("summary.json", summary)
+        self.callbacks.on_end(summary, "interrupted" if reason == "interrupted" else "completed")
         return summary
+
+
+def _eval_line(ev: dict) -> str:
+    parts = [f"eval_loss {ev['eval_loss']:.4f}"]
+    if "eval_ppl" in ev:
+        parts.append(f"(ppl {ev['eval_ppl']:.2f})")
+    if "eval_pref_accuracy" in ev:
+        parts.append(f"pref acc {ev['eval_pref_accuracy']:.3f}")
+    return " ".join(parts)
 
 
 class Interrupted(MindprintError):
@@ -365,10 +413,11 @@ class Interrupted(MindprintError):
         self.summary = summary
 
 
-def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print) -> dict:
+def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print,
+                 callbacks: list | None = None) -> dict:
     from ...methods import get_method
 
     method = get_method(cfg)
-    trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log)
+    trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log, callbacks=callbacks)
     trainer.setup()
     return trainer.train()

@@ -1,0 +1,317 @@
+"""Mindprint vs TRL 1.16, same model, data, LoRA, batch, max_length and steps.
+
+    python benchmarks/vs_trl.py --method dpo --steps 20
+
+Each side runs in its own subprocess, one after the other (so each has its own peak RSS), on the
+bundled model (smollm2-135m-instruct, float32 on CPU / the default dtype on CUDA), LoRA r 8,
+alpha 16, dropout 0 on q,v,o,up,down, the same learning rate and linear schedule.
+
+* s/step: mean wall time between consecutive optimizer-step ends, after ``--warmup`` steps
+  (everything a step costs: batching, forward, backward, reference, optimizer, logging). One-off
+  setup — model load, tokenization, Mindprint's cached reference pass — is shown separately.
+* peak RSS: ``ru_maxrss`` of that side's process (model, activations, libraries).
+* eval preference accuracy: the *same* scoring code for both trained adapters on
+  examples/data/preference_eval.jsonl (the method's implicit reward: β·log-ratio to the
+  adapter-free model for DPO/KTO, mean token log-prob for ORPO); null for SFT.
+* SFT compares tokens/s (non-padding tokens of the training examples per second).
+
+The last line printed is JSON (see ``--help``); the table above it is for people.
+Both sides default to gradient checkpointing off (Mindprint's default; TRL 1.16 defaults it on,
+``--gradient-checkpointing`` turns it on for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "data"
+TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+SETTINGS = {  # method: train file, eval pairs, lr, batch size (pairs / completions / examples)
+    "dpo": ("preference_train.jsonl", "preference_eval.jsonl", 5e-4, 4),
+    "orpo": ("preference_train.jsonl", "preference_eval.jsonl", 5e-4, 4),
+    "kto": ("kto_train.jsonl", "preference_eval.jsonl", 5e-4, 8),
+    "sft": ("persona_train.jsonl", None, 5e-4, 8),
+}
+BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def steady(ends: list[float], warmup: int) -> float:
+    """Mean seconds per step over steps warmup+1..N from the step-end timestamps."""
+    ends = ends[warmup:] if len(ends) > warmup + 1 else ends
+    return (ends[-1] - ends[0]) / max(len(ends) - 1, 1)
+
+
+# -- shared scoring of a trained adapter -------------------------------------------------------
+def eval_pref_accuracy(model, tok, method: str, max_length: int) -> float | None:
+    """Fraction of held-out pairs whose chosen answer gets the higher implicit reward."""
+    import torch
+
+    from mindprint.backends.torch.model import TorchBackend
+    from mindprint.data.jsonl import load_many
+    from mindprint.methods.groups import live_reference, pair_items, render_groups
+
+    if SETTINGS[method][1] is None:
+        return None
+    recs = load_many([str(DATA / SETTINGS[method][1])], "preference").records
+    groups, _ = render_groups(tok, pair_items(recs), max_length, 0.0, "eval")
+    backend = TorchBackend(model, tok)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(groups), 8):
+            batch = groups[s:s + 8]
+            sums, counts = backend.group_logps([g.packed() for g in batch])
+            if method in ("dpo", "kto"):
+                score = sums - live_reference(backend, batch)
+            else:
+                score = sums / counts
+            correct += int((score[:, 0] > score[:, 1]).sum())
+    return correct / len(groups)
+
+
+# -- Mindprint side ----------------------------------------------------------------------------
+def run_mindprint(a) -> dict:
+    from mindprint import config as C
+    from mindprint.backends.torch.train import Trainer
+    from mindprint.methods import get_method
+
+    train, _, lr, bs = SETTINGS[a.method]
+    if a.method == "kto":
+        bs //= 2          # Mindprint's KTO batch counts prompts; each has two completions here
+    out = tempfile.mkdtemp(prefix="mp-bench-")
+    raw = {"method": a.method, "model": "smollm2-135m-instruct",
+           "data": {"train": str(DATA / train), "max_length": a.max_length},
+           "train": {"max_steps": a.steps, "batch_size": bs, "grad_accum": 1, "lr": lr,
+                     "schedule": "linear", "warmup_steps": 0, "warmup_ratio": 0.0,
+                     "eval_every": 0, "eval_at_start": False, "save_every": 0, "log_every": 1,
+                     "gradient_checkpointing": a.gradient_checkpointing, "seed": 0},
+           "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": TARGETS},
+           "dpo": {"beta": BETA["dpo"]}, "orpo": {"lam": BETA["orpo"]}, "kto": {"beta": BETA["kto"]},
+           "output_dir": out}
+    cfg = C.from_dict(raw)
+    t0 = time.monotonic()
+    trainer = Trainer(cfg, get_method(cfg), overwrite=True, log=lambda s: print(s, file=sys.stderr))
+    trainer.setup()
+    setup_s = time.monotonic() - t0
+    ends, tokens, losses = [time.perf_counter()], [], []
+    step = trainer.train_step
+
+    def timed():
+        m = step()
+        ends.append(time.perf_counter())
+        tokens.append(m["tokens"])
+        losses.append(m["loss"])
+        return m
+
+    trainer.train_step = timed
+    trainer.train()
+    s = steady(ends, a.warmup)
+    toks = sum(tokens[a.warmup:]) if len(tokens) > a.warmup + 1 else sum(tokens)
+    span = ends[-1] - ends[a.warmup if len(ends) > a.warmup + 1 else 0]
+    acc = eval_pref_accuracy(trainer.model, trainer.tok, a.method, a.max_length)
+    return {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1],
+            "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+
+
+# -- TRL side ----------------------------------------------------------------------------------
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trl_dataset(method: str):
+    from datasets import Dataset
+
+    rows = _records(DATA / SETTINGS[method][0])
+    user = lambda p: [{"role": "user", "content": p}]            # noqa: E731
+    assistant = lambda c: [{"role": "assistant", "content": c}]  # noqa: E731
+    if method in ("dpo", "orpo"):
+        rows = [{"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]),
+                 "rejected": assistant(r["rejected"])} for r in rows]
+    elif method == "kto":
+        rows = [{"prompt": user(r["prompt"]), "completion": assistant(r["completion"]),
+                 "label": r["label"]} for r in rows]
+    else:   # SFT on the last assistant turn, as Mindprint does for single-turn chats
+        rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+    return Dataset.from_list(rows)
+
+
+def run_trl(a) -> dict:
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from mindprint.models import resolve
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    t0 = time.monotonic()
+    path = resolve("smollm2-135m-instruct").path
+    _, _, lr, bs = SETTINGS[a.method]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    peft = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, bias="none",
+                      task_type="CAUSAL_LM")
+    common = dict(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=bs,
+                  gradient_accumulation_steps=1, max_steps=a.steps, learning_rate=lr,
+                  lr_scheduler_type="linear", warmup_steps=0, logging_steps=1,
+                  save_strategy="no", eval_strategy="no", report_to=[], seed=0,
+                  gradient_checkpointing=a.gradient_checkpointing, max_length=a.max_length,
+                  bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0,
+                  disable_tqdm=True)
+    ds = trl_dataset(a.method)
+    if a.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(beta=BETA["dpo"], **common)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                             peft_config=peft)
+    elif a.method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(beta=BETA["orpo"], **common)
+        trainer = ORPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                              peft_config=peft)
+    elif a.method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        args = KTOConfig(beta=BETA["kto"], train_sampling_strategy="sequential", **common)
+        trainer = KTOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                             peft_config=peft)
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(completion_only_loss=True, **common)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                             peft_config=peft)
+    setup_s = time.monotonic() - t0
+    ends, tokens = [], []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *args, **kw):
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, *args, **kw):
+            ends.append(time.perf_counter())
+
+    trainer.add_callback(Clock())
+    real_step = trainer.training_step
+
+    def counting(model, inputs, *args, **kw):
+        att = inputs.get("attention_mask")
+        if att is not None:
+            tokens.append(int(att.sum()))
+        return real_step(model, inputs, *args, **kw)
+
+    trainer.training_step = counting
+    trainer.train()
+    s = steady(ends, a.warmup)
+    toks = sum(tokens[a.warmup:]) if len(tokens) > a.warmup + 1 else sum(tokens)
+    span = ends[-1] - ends[a.warmup if len(ends) > a.warmup + 1 else 0]
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    acc = eval_pref_accuracy(trainer.model, tok, a.method, a.max_length)
+    return {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1] if losses else None,
+            "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+
+
+# -- driver ------------------------------------------------------------------------------------
+def side(name: str, a) -> dict:
+    cmd = [sys.executable, __file__, "--method", a.method, "--steps", str(a.steps),
+           "--warmup", str(a.warmup), "--max-length", str(a.max_length), "--_side", name]
+    if a.gradient_checkpointing:
+        cmd.append("--gradient-checkpointing")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               TRL_EXPERIMENTAL_SILENCE="1")
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if a.verbose else
+                       subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr or "")
+        raise SystemExit(f"{name} side failed (exit {r.returncode})")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.monotonic() - t0
+    res["load"] = _load()
+    return res
+
+
+def _load() -> str:
+    """1-minute load average: other processes on the machine skew CPU timings."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def fmt(v, spec=".3f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", required=True, choices=sorted(SETTINGS))
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--gradient-checkpointing", action="store_true", help="on for both sides")
+    p.add_argument("--verbose", action="store_true", help="show both sides' logs")
+    p.add_argument("--_side", choices=["mindprint", "trl"], help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._side:
+        res = (run_mindprint if a._side == "mindprint" else run_trl)(a)
+        print(json.dumps(res))
+        return 0
+    load0 = _load()
+    mp = side("mindprint", a)
+    trl = side("trl", a)
+    sft = a.method == "sft"
+    speedup = (mp["tokens_per_s"] / trl["tokens_per_s"]) if sft else trl["s_per_step"] / mp["s_per_step"]
+    bs = SETTINGS[a.method][3]
+    print(f"{a.method}: {a.steps} steps (timing after {a.warmup}), batch {bs}"
+          f"{' completions' if a.method == 'kto' else ''}, max_length {a.max_length}, LoRA r8/a16 "
+          f"on {','.join(TARGETS)}, gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    rows = [("s/step", "s_per_step", ".2f"), ("tokens/s", "tokens_per_s", ",.0f"),
+            ("peak RSS (MB)", "peak_rss_mb", ",.0f"), ("final train loss", "final_loss", ".4f"),
+            ("eval pref. accuracy", "eval_pref_acc", ".3f"), ("setup (s)", "setup_s", ".1f"),
+            ("process wall (s)", "wall_s", ".1f")]
+    print(f"| {'':22s} | {'Mindprint':>10s} | {'TRL 1.16':>10s} | {'ratio':>7s} |")
+    print(f"|{'-' * 24}|{'-' * 12}|{'-' * 12}|{'-' * 9}|")
+    for label, key, spec in rows:
+        ratio = ""
+        if key in ("s_per_step", "peak_rss_mb") and mp[key] and trl[key]:
+            ratio = f"{mp[key] / trl[key]:.2f}×"
+        if key == "tokens_per_s":
+            ratio = f"{mp[key] / trl[key]:.2f}×"
+        print(f"| {label:22s} | {fmt(mp[key], spec):>10s} | {fmt(trl[key], spec):>10s} | {ratio:>7s} |")
+    print(f"speedup ({'tokens/s' if sft else 's/step'}): {speedup:.2f}×; peak RSS "
+          f"{mp['peak_rss_mb'] / trl['peak_rss_mb']:.2f}× TRL; 1-min load average before / after "
+          f"Mindprint / after TRL: {load0} / {mp['load']} / {trl['load']}")
+    print(json.dumps({
+        "method": a.method, "steps": a.steps,
+        "mindprint_s_per_step": round(mp["s_per_step"], 4), "trl_s_per_step": round(trl["s_per_step"], 4),
+        "speedup": round(speedup, 3),
+        "mindprint_peak_rss_mb": round(mp["peak_rss_mb"], 1), "trl_peak_rss_mb": round(trl["peak_rss_mb"], 1),
+        "mindprint_final_loss": mp["final_loss"], "trl_final_loss": trl["final_loss"],
+        "mindprint_eval_pref_acc": mp["eval_pref_acc"], "trl_eval_pref_acc": trl["eval_pref_acc"],
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Voice fidelity during training (``eval.every``): a few held-out prompts answered greedily by the
+model being trained, compared with the reference answers; one ``metrics.jsonl`` row per probe.
+
+The probe runs in eval mode (no LoRA dropout) and leaves the RNG state as it found it, so a run
+with probes trains exactly like one without.
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+
+import torch
+
+from ..errors import ConfigError
+from .data import load_prompts
+from .metrics import answer, voice_fidelity
+
+
+class VoiceProbe:
+    def __init__(self, cfg, tok):
+        e = cfg.eval
+        paths = list(e.prompts) or list(cfg.data.eval)
+        if not paths:
+            raise ConfigError("eval.every needs held-out prompts with reference answers: set "
+                              "eval.prompts or data.eval")
+        items = load_prompts(paths, system_prompt=cfg.data.system_prompt)
+        self.items = [it for it in items if it.reference][:e.max_prompts]
+        if not self.items:
+            raise ConfigError(f"eval.every: {', '.join(map(str, paths))} holds no prompt with a "
+                              "reference answer")
+        self.cfg, self.tok, self.every = e, tok, e.every
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def __call__(self, model) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng():
+                gen = answer(model, self.tok, self.items, max_new_tokens=self.cfg.max_new_tokens,
+                             temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                             seed=self.cfg.seed, batch_size=self.cfg.batch_size)
+        finally:
+            model.train(was_training)
+        fid, _ = voice_fidelity(gen["answers"], [it.reference for it in self.items])
+        return {"voice_fidelity": fid,
+                "voice_answer_words": mean(len(a.split()) for a in gen["answers"]),
+                "voice_prompts": len(self.items)}

@@ -1,0 +1,173 @@
+"""``mindprint eval``: every metric for the base model and the tuned one, in one report.
+
+The base model is the tuned model with its adapter switched off (``disable_adapter``), so the two
+columns differ only by the adapter. Greedy decoding (the default) makes the report
+deterministic: the same inputs give the same report.json, apart from timings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import MindprintError
+from . import data as D
+from . import metrics as M
+from .style import reference_style, style_of
+
+# summary rows: key, label, better ("high", "low" or None), format
+SUMMARY_ROWS = [
+    ("voice_fidelity", "voice fidelity (cosine, MiniLM)", "high", "{:.4f}"),
+    ("perplexity", "perplexity on held-out chat", "low", "{:.3f}"),
+    ("logp_accuracy", "preference accuracy: log p(chosen) > log p(rejected)", "high", "{:.3f}"),
+    ("avg_logp_accuracy", "  … per-token mean log p", "high", "{:.3f}"),
+    ("implicit_accuracy", "preference accuracy: implicit reward margin > 0", "high", "{:.3f}"),
+    ("implicit_margin_mean", "  mean implicit reward margin (nats)", "high", "{:.3f}"),
+    ("markdown_adherence", "markdown adherence (lists/headings as the reference)", "high", "{:.3f}"),
+    ("list_rate", "answers with a list", None, "{:.3f}"),
+    ("heading_rate", "answers with a heading", None, "{:.3f}"),
+    ("banned_phrase_hits", "banned-phrase hits", "low", "{:d}"),
+    ("banned_answer_rate", "answers with a banned phrase", "low", "{:.3f}"),
+    ("answer_words_mean", "answer length (words, mean)", None, "{:.1f}"),
+    ("answer_tokens_mean", "answer length (tokens, mean)", None, "{:.1f}"),
+    ("gen_tokens_per_s", "generation speed (tokens/s)", "high", "{:.1f}"),
+]
+
+
+@dataclass
+class EvalJob:
+    """What to evaluate; ``cfg`` is an :class:`~mindprint.config.EvalConfig`."""
+
+    cfg: object
+    out: Path
+    model: str | None = None
+    adapter: str | None = None
+    data_eval: list[str] = field(default_factory=list)     # a training config's data.eval
+    max_length: int = 1024
+    system_prompt: str | None = None
+    device: str = "auto"
+
+
+def sources(job: EvalJob) -> dict:
+    """Files per metric: eval.* when given, else the training config's data.eval by format."""
+    cfg = job.cfg
+    fmt = D.data_format(job.data_eval) if job.data_eval else None
+    return {
+        "prompts": list(cfg.prompts) or (list(job.data_eval) if fmt else []),
+        "chat": list(cfg.chat) or (list(job.data_eval) if fmt == "chat" else []),
+        "preference": list(cfg.preference) or (list(job.data_eval) if fmt == "preference" else []),
+    }
+
+
+def run_eval(job: EvalJob, log=lambda s: None) -> dict:
+    from ..backends.torch.model import atomic_dir, load_for_inference
+    from ..export.common import check_writable
+
+    cfg = job.cfg
+    out = check_writable(job.out, overwrite=True, kind="directory")
+    src = sources(job)
+    if not any(src.values()):
+        raise MindprintError("nothing to evaluate: give --prompts, --chat or --preference files "
+                             "(or a config whose data.eval holds held-out data)")
+    items = D.load_prompts(src["prompts"], system_prompt=job.system_prompt,
+                           limit=cfg.max_prompts) if src["prompts"] else []
+    chat = D.load_chat(src["chat"], system_prompt=job.system_prompt,
+                       limit=cfg.max_records) if src["chat"] else []
+    pairs = D.load_preference(src["preference"], limit=cfg.max_records) if src["preference"] else []
+    if job.adapter and not Path(job.adapter).exists():
+        raise MindprintError(f"{job.adapter}: no such adapter directory")
+
+    t_start = time.perf_counter()
+    model, tok, ref = load_for_inference(job.model, job.adapter, device=job.device)
+    variants = (["base"] if not job.adapter or cfg.compare_base else []) + (["tuned"] if job.adapter else [])
+    refs = [it.reference for it in items]
+    summary = {v: {} for v in variants}
+    voice = [{"where": it.where, "topic": it.topic, "prompt": it.text, "reference": it.reference,
+              "answers": {}} for it in items]
+    timing: dict = {}
+    ppl_rows = [{} for _ in chat]
+    pref_logps: dict = {}
+    for v in variants:
+        with M.variant(model, v):
+            if items:
+                log(f"{v}: answering {len(items)} prompts")
+                gen = M.answer(model, tok, items, max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                               batch_size=cfg.batch_size)
+                fid, sims = M.voice_fidelity(gen["answers"], refs)
+                agg, per = style_of(gen["answers"], refs, cfg.banned_phrases, gen["new_tokens"])
+                summary[v].update(voice_fidelity=fid, **agg, gen_tokens_per_s=gen["tokens_per_s"])
+                timing[v] = {"generation_s": gen["seconds"], "tokens_per_s": gen["tokens_per_s"],
+                             "new_tokens": sum(gen["new_tokens"])}
+                for row, text, sim, st in zip(voice, gen["answers"], sims, per):
+                    row["answers"][v] = {"text": text, "similarity": sim, **st}
+            if chat:
+                log(f"{v}: perplexity on {len(chat)} chat records")
+                p = M.perplexity(model, tok, chat, max_length=job.max_length,
+                                 batch_size=cfg.batch_size)
+                summary[v]["perplexity"] = p["perplexity"]
+                summary[v]["nll"] = p["nll"]
+                for row, s in zip(ppl_rows, p["samples"]):
+                    row[v] = s
+        if pairs:
+            log(f"{v}: scoring {len(pairs)} preference pairs")
+            with M.variant(model, v):
+                pref_logps[v] = M.preference_logps(model, tok, pairs, max_length=job.max_length,
+                                                   batch_size=cfg.batch_size)
+    pref_rows: list = []
+    if pairs:
+        if job.adapter and "base" not in pref_logps:      # the reference for implicit rewards
+            with M.variant(model, "base"):
+                pref_logps["base"] = M.preference_logps(model, tok, pairs, max_length=job.max_length,
+                                                        batch_size=cfg.batch_size)
+        for v in variants:
+            acc = M.preference_accuracy(pref_logps[v], pref_logps["base"] if v == "tuned" else None)
+            samples = acc.pop("samples")
+            summary[v].update({k: val for k, val in acc.items() if k != "pairs"})
+            if not pref_rows:
+                pref_rows = [{"where": s["where"]} for s in samples]
+            for row, s in zip(pref_rows, samples):
+                row[v] = {k: val for k, val in s.items() if k != "where"}
+    report = {
+        "mindprint_version": __version__,
+        "model": job.model or ref.spec, "model_path": ref.path,
+        "adapter": str(Path(job.adapter).resolve()) if job.adapter else None,
+        "variants": variants,
+        "settings": {**{k: v for k, v in cfg.model_dump(mode="json").items()
+                        if k not in ("every", "output_dir", "prompts", "chat", "preference")},
+                     "max_length": job.max_length},
+        "data": {"prompts": src["prompts"], "n_prompts": len(items), "chat": src["chat"],
+                 "n_chat": len(chat), "preference": src["preference"], "n_pairs": len(pairs),
+                 "with_reference": sum(r is not None for r in refs)},
+        "summary": summary,
+        "reference_style": reference_style(refs),
+        "voice": voice,
+        "perplexity": [{"where": r.where, **row} for r, row in zip(chat, ppl_rows)],
+        "preference": pref_rows,
+        "timing": {**timing, "total_s": time.perf_counter() - t_start},
+    }
+    from .report import write_report
+
+    with atomic_dir(out) as tmp:
+        write_report(report, tmp)
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short text table for the terminal."""
+    vs = report["variants"]
+    lines = [f"{'metric':48s}" + "".join(f"{v:>12s}" for v in vs)]
+    for key, label, _, fmt in SUMMARY_ROWS:
+        vals = [report["summary"][v].get(key) for v in vs]
+        if all(x is None for x in vals):
+            continue
+        cells = "".join(f"{fmt.format(x) if x is not None else '–':>12s}" for x in vals)
+        lines.append(f"{label[:48]:48s}{cells}")
+    return lines
+
+
+def dumps(report: dict) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,267 @@
+"""Prompt groups: the data shape every preference method trains on.
+
+A *group* is one prompt with several completions: a preference pair is a group of two (chosen,
+rejected); KTO groups a prompt's labelled completions. Each completion is rendered through the
+chat template after the prompt; only its assistant tokens are scored. The backend packs a group
+into one row (prompt computed once, see ``TorchBackend.group_logps``).
+
+Truncation keeps the prompt whole — its end, the generation prompt, is what the completion
+continues — and cuts completions at their end to fit ``data.max_length`` (as TRL's default
+``keep_start``). A prompt that leaves too little room for its completions, or a pair whose two
+completions become identical once cut, is a ``file:line`` problem, counted against
+``data.max_error_rate`` like a bad JSON line.
+
+Reference log-probs (DPO, IPO, KTO) are computed here with the adapter disabled, once per split,
+and cached through :mod:`mindprint.reference`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.jsonl import load_many
+from ..data.render import assistant_spans
+from ..errors import DataError
+
+MIN_ROOM = 8      # completion tokens a prompt must leave (fewer if the completion is shorter)
+
+
+@dataclass
+class Group:
+    prompt: list[int]
+    completions: list[list[int]]
+    masks: list[list[int]]            # 1 on scored tokens
+    labels: list[bool]                # pairs: [True, False]; KTO: desirable or not
+    where: str = ""
+    truncated: bool = False
+    kl: "Group | None" = None         # KTO: this prompt with another group's completions
+    ref: torch.Tensor | None = field(default=None, repr=False)   # [K] reference log-prob sums
+    source: tuple | None = field(default=None, repr=False)        # (prompt, completions) messages
+
+    def packed(self):
+        return self.prompt, list(zip(self.completions, self.masks))
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the sequences this group stands for (prompt + completion, each)."""
+        return sum(len(self.prompt) + len(c) for c in self.completions)
+
+    @property
+    def packed_length(self) -> int:
+        return len(self.prompt) + sum(len(c) for c in self.completions)
+
+    @property
+    def target_tokens(self) -> list[int]:
+        return [sum(m) for m in self.masks]
+
+
+@dataclass
+class GroupData:
+    train: list[Group]
+    eval: list[Group]
+    notes: list[str]
+
+    @property
+    def train_lengths(self) -> list[int]:
+        return [g.packed_length for g in self.train]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _render(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
+    """ids and mask of prompt + completion; mask = the completion's assistant turns only."""
+    msgs = list(prompt) + list(completion)
+    full, spans = assistant_spans(tokenizer, msgs)
+    spans = spans[len(spans) - len(completion):]
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    mask = [0] * len(ids)
+    for k, (s, e) in enumerate(enc["offset_mapping"]):
+        if e > s and any(a <= s < b for a, b in spans):
+            mask[k] = 1
+    return ids, mask
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+def render_group(tokenizer, prompt, completions, labels, max_length: int, where: str = "", *,
+                 strict: bool = True) -> tuple[Group | None, str | None]:
+    """A :class:`Group`, or ``(None, problem)`` when it cannot be trained on within max_length.
+
+    ``strict=False`` (KTO's mismatched KL groups) only cuts, and reports nothing but an empty
+    completion.
+    """
+    rendered = [_render(tokenizer, prompt, c) for c in completions]
+    # the prompt is what all renderings share up to the first scored token
+    first = [m.index(1) if 1 in m else len(m) for _, m in rendered]
+    P = min(_common_prefix([ids for ids, _ in rendered]), *first)
+    comps, masks = [], []
+    for ids, m in rendered:
+        c, cm = ids[P:], m[P:]
+        while cm and not cm[-1]:            # template whitespace after the end-of-turn token
+            c, cm = c[:-1], cm[:-1]
+        comps.append(c)
+        masks.append(cm)
+    if P == 0:
+        return None, f"{where}: the chat template renders an empty prompt"
+    if any(sum(m) == 0 for m in masks):
+        return None, f"{where}: a completion renders to no assistant tokens"
+    room = max_length - P
+    need = min(MIN_ROOM, min(len(c) for c in comps)) if strict else 1
+    if room < need:
+        return None, (f"{where}: the prompt is {P} tokens and leaves {max(room, 0)} of "
+                      f"data.max_length={max_length} for the completion (at least {need} needed); "
+                      f"shorten the prompt or raise data.max_length")
+    truncated = any(len(c) > room for c in comps)
+    if truncated:
+        comps = [c[:room] for c in comps]
+        masks = [m[:room] for m in masks]
+        if strict and len(comps) == 2 and labels[0] != labels[1] and comps[0] == comps[1]:
+            return None, (f"{where}: chosen and rejected are identical within the first {room} "
+                          f"completion tokens that fit data.max_length={max_length}; raise "
+                          f"data.max_length")
+    g = Group(list(ids[:P]), comps, masks, list(labels), where, truncated)
+    g.source = (prompt, completions)
+    return g, None
+
+
+def _note_truncation(groups: list[Group], what: str, max_length: int) -> list[str]:
+    n = sum(g.truncated for g in groups)
+    if not n:
+        return []
+    return [f"{what}: {n} of {len(groups)} prompts had completions longer than data.max_length="
+            f"{max_length} allows; they were cut at the end"]
+
+
+def render_groups(tokenizer, items, max_length: int, max_error_rate: float, what: str
+                  ) -> tuple[list[Group], list[str]]:
+    """Render ``items`` = [(prompt, completions, labels, where)]; refuse or note problems."""
+    groups, problems = [], []
+    for prompt, completions, labels, where in items:
+        g, problem = render_group(tokenizer, prompt, completions, labels, max_length, where)
+        if problem:
+            problems.append(problem)
+        else:
+            groups.append(g)
+    notes = _note_truncation(groups, what, max_length)
+    if problems:
+        if not groups or len(problems) / len(items) > max_error_rate:
+            raise DataError(f"{what}: {len(problems)} of {len(items)} records cannot be trained on "
+                            f"within data.max_length={max_length}", problems)
+        notes.append(f"{what}: skipped {len(problems)} record(s) (data.max_error_rate="
+                     f"{max_error_rate}); first: {problems[0]}")
+    return groups, notes
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load(cfg, paths, what: str, expect: tuple[str, ...]):
+    """Records of ``paths`` (one of ``expect`` formats) and notes about skipped lines."""
+    fmt = None if cfg.data.format == "auto" else cfg.data.format
+    if fmt is not None and fmt not in expect:
+        raise DataError(f"data.format is '{fmt}' but method '{cfg.method}' needs "
+                        f"{' or '.join(expect)} data")
+    res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
+                    max_error_rate=cfg.data.max_error_rate, expect=expect)
+    notes = []
+    if res.problems:
+        notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="
+                     f"{cfg.data.max_error_rate}); first: {res.problems[0]}")
+    return res.records, res.format, notes
+
+
+def split_off_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    idx = list(range(len(records)))
+    random.Random(seed).shuffle(idx)
+    held = set(idx[:max(1, int(round(len(records) * fraction)))])
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+def pair_items(records) -> list:
+    return [(r.prompt, [r.chosen, r.rejected], [True, False], r.where) for r in records]
+
+
+# -- reference log-probs -----------------------------------------------------------------------
+
+
+def _batches(groups: list[Group], size: int):
+    order = sorted(range(len(groups)), key=lambda i: groups[i].packed_length)
+    for s in range(0, len(order), size):
+        yield order[s:s + size]
+
+
+@torch.no_grad()
+def reference_logps(backend, groups: list[Group], batch_size: int) -> torch.Tensor:
+    """``[N, K]`` summed log-probs of every completion under the adapter-free model (eval mode)."""
+    K = max(len(g.completions) for g in groups)
+    out = torch.zeros((len(groups), K), dtype=torch.float64)
+    for idx in _batches(groups, batch_size):
+        sums = live_reference(backend, [groups[i] for i in idx]).to("cpu", torch.float64)
+        out[idx, :sums.shape[1]] = sums
+    return out
+
+
+@torch.no_grad()
+def live_reference(backend, groups: list[Group]) -> torch.Tensor:
+    """Reference log-prob sums ``[B, K]`` for one batch: adapter off, dropout off."""
+    model = backend.model
+    was_training = model.training
+    model.eval()
+    try:
+        with backend.disabled_adapter():
+            sums, _ = backend.group_logps([g.packed() for g in groups])
+    finally:
+        model.train(was_training)
+    return sums.detach()
+
+
+def attach_reference(backend, cfg, groups: list[Group], what: str, log, *, weights: str) -> None:
+    """Give every group its cached reference sums (``group.ref``), computing them once."""
+    if not groups:
+        return
+    from .. import reference
+
+    parts = {"weights": weights, "max_length": cfg.data.max_length,
+             "device": backend.device.type, "layout": backend.group_layout,
+             "data": reference.data_hash([[g.prompt, g.completions, g.masks] for g in groups])}
+    size = max(cfg.train.eval_batch_size or cfg.train.batch_size, 1)
+    table = reference.cached(parts, lambda: reference_logps(backend, groups, size),
+                             what=f"reference log-probs for {what} ({len(groups)} prompts)", log=log)
+    for g, row in zip(groups, table):
+        g.ref = row[:len(g.completions)].to(torch.float32)
+
+
+def stacked_ref(groups: list[Group], device) -> torch.Tensor:
+    K = max(len(g.completions) for g in groups)
+    out = torch.zeros((len(groups), K), dtype=torch.float32)
+    for i, g in enumerate(groups):
+        out[i, :len(g.ref)] = g.ref
+    return out.to(device)
+
+
+@dataclass
+class Norm:
+    """What a micro-batch contributes to its step's normaliser: items (pairs or KTO completions)
+    and chosen target tokens (ORPO's token-weighted NLL). Summable, as the loop sums weights."""
+
+    items: float = 0.0
+    tokens: float = 0.0
+
+    def __add__(self, other):
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return Norm(self.items + other.items, self.tokens + other.tokens)
+
+    __radd__ = __add__

@@ -1,0 +1,156 @@
+"""Pairwise preference methods: DPO, IPO (with a reference), ORPO, SimPO (reference-free).
+
+Per micro-batch of pairs: one forward pass scores both completions of every pair (the backend
+packs ``[prompt | chosen | rejected]`` into one row), giving summed log-probs and token counts;
+the reference sums come from the on-disk cache (or a live adapter-off pass with
+``dpo.reference: live``); a pure loss from :mod:`mindprint.losses` turns them into per-pair losses.
+
+The step objective is the mean over the step's pairs, so the loop's normaliser is the number of
+pairs of the whole accumulation cycle and batch b × accumulation k equals batch b·k × 1. ORPO's
+NLL term is token-weighted over the step's chosen tokens (TRL's batch semantics, extended exactly
+to accumulation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import DataError
+from ..losses.dpo import dpo_loss, ipo_loss
+from ..losses.orpo import orpo_loss
+from ..losses.simpo import simpo_loss
+from .groups import (GroupData, Norm, attach_reference, live_reference, load, pair_items,
+                     render_groups, split_off_eval, stacked_ref)
+
+PREFERENCE = ("preference",)
+
+
+# -- objectives: (policy sums, reference sums, token counts, step normaliser) → loss, metrics ----
+def _dpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
+    return dpo_loss(pc, pr, rc, rr, beta=cfg.dpo.beta, label_smoothing=cfg.dpo.label_smoothing, xp=xp)
+
+
+def _ipo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
+    return ipo_loss(pc, pr, rc, rr, lc, lr, beta=cfg.dpo.beta, xp=xp)
+
+
+def _orpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
+    # Token-weighted NLL over the whole step: giving every pair the step's mean token count makes
+    # orpo_loss's B·nll_b/Σtokens equal N_step·nll_b/T_step, so Σ_b loss_b / N_step is exact.
+    tokens = torch.full_like(lc, norm.tokens / max(norm.items, 1.0))
+    return orpo_loss(pc, pr, lc, lr, lam=cfg.orpo.lam, nll_sum=-pc, nll_tokens=tokens, xp=xp)
+
+
+def _simpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
+    return simpo_loss(pc, pr, lc, lr, beta=cfg.simpo.beta, gamma=cfg.simpo.gamma,
+                      label_smoothing=cfg.simpo.label_smoothing, xp=xp)
+
+
+OBJECTIVES = {  # name: (objective, needs a reference model)
+    "dpo": (_dpo, True),
+    "ipo": (_ipo, True),
+    "orpo": (_orpo, False),
+    "simpo": (_simpo, False),
+}
+
+_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
+            "logps/chosen", "logps/rejected", "nll/chosen")
+
+
+class PairMethod:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name = cfg.method
+        self.objective, self.needs_reference = OBJECTIVES[cfg.method]
+        self.live = self.needs_reference and cfg.dpo.reference == "live"
+        self.eval_norm = Norm(1.0, 1.0)
+
+    # -- data ----------------------------------------------------------------------------------
+    def prepare(self, tokenizer) -> GroupData:
+        cfg = self.cfg
+        train, fmt, notes = load(cfg, cfg.data.train, "data.train", PREFERENCE)
+        ev: list = []
+        if cfg.data.eval:
+            ev, _, more = load(cfg, cfg.data.eval, "data.eval", PREFERENCE)
+            notes += more
+        elif cfg.data.eval_split > 0:
+            train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)
+        args = (cfg.data.max_length, cfg.data.max_error_rate)
+        train_g, more = render_groups(tokenizer, pair_items(train), *args, "data.train")
+        notes += more
+        eval_g: list = []
+        if ev:
+            eval_g, more = render_groups(tokenizer, pair_items(ev), *args, "data.eval")
+            notes += more
+        if not train_g:
+            raise DataError("data.train: no preference pair left to train on")
+        self.eval_norm = self.weight(eval_g) if eval_g else Norm(1.0, 1.0)
+        return GroupData(train_g, eval_g, notes)
+
+    def on_setup(self, backend, data, log) -> None:
+        log(f"{self.name}: scoring pairs with the '{backend.group_layout}' layout")
+        if not self.needs_reference or self.live:
+            return
+        from ..reference import weights_hash
+
+        weights = weights_hash(backend.model)
+        attach_reference(backend, self.cfg, data.train, "data.train", log, weights=weights)
+        attach_reference(backend, self.cfg, data.eval, "data.eval", log, weights=weights)
+
+    # -- per step ------------------------------------------------------------------------------
+    @staticmethod
+    def n_tokens(group) -> int:
+        return group.n_tokens
+
+    @staticmethod
+    def weight(groups) -> Norm:
+        return Norm(float(len(groups)), float(sum(g.target_tokens[0] for g in groups)))
+
+    def _losses(self, backend, groups, norm):
+        xp = backend.xp
+        sums, counts = backend.group_logps([g.packed() for g in groups])
+        pc, pr, lc, lr = sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1]
+        rc = rr = None
+        if self.needs_reference:
+            ref = live_reference(backend, groups) if self.live else stacked_ref(groups, sums.device)
+            rc, rr = ref[:, 0], ref[:, 1]
+        loss, m = self.objective(self.cfg, pc, pr, rc, rr, lc, lr, norm, xp)
+        f = xp.to_float
+        stats = {"pairs": float(len(groups)), "loss_sum": f(xp.sum(loss)),
+                 "rewards/chosen": f(xp.sum(m["rewards_chosen"])),
+                 "rewards/rejected": f(xp.sum(m["rewards_rejected"])),
+                 "rewards/margin": f(xp.sum(m["reward_margin"])),
+                 "rewards/accuracy": f(xp.sum(m["reward_accuracy"])),
+                 "logps/chosen": f(xp.sum(pc)), "logps/rejected": f(xp.sum(pr)),
+                 "nll/chosen": -f(xp.sum(pc)), "chosen_tokens": f(xp.sum(lc))}
+        return loss, stats
+
+    def micro_loss(self, backend, groups, norm: Norm):
+        loss, stats = self._losses(backend, groups, norm)
+        return backend.xp.sum(loss) / norm.items, stats
+
+    @staticmethod
+    def _means(sums: dict, prefix: str = "") -> dict:
+        n = max(sums.get("pairs", 0.0), 1.0)
+        out = {prefix + k: sums[k] / n for k in _METRICS if k in sums and k != "nll/chosen"}
+        if "nll/chosen" in sums:
+            out[prefix + "nll/chosen"] = sums["nll/chosen"] / max(sums["chosen_tokens"], 1.0)
+        return out
+
+    def step_metrics(self, sums: dict) -> dict:
+        return {**self._means(sums), "pairs": int(sums.get("pairs", 0))}
+
+    def eval_sums(self, backend, groups) -> dict:
+        with torch.no_grad():
+            return self._losses(backend, groups, self.eval_norm)[1]
+
+    def eval_metrics(self, sums: dict) -> dict:
+        n = max(sums["pairs"], 1.0)
+        out = {"eval_loss": sums["loss_sum"] / n,
+               "eval_pref_accuracy": sums["rewards/accuracy"] / n}
+        out.update({k: v for k, v in self._means(sums, "eval_").items()
+                    if k != "eval_rewards/accuracy"})
+        out["eval_ppl_chosen"] = math.exp(min(out["eval_nll/chosen"], 50.0))
+        return out

@@ -1,0 +1,113 @@
+"""mindprint eval and compare on the tiny model: the numbers are sane, the report complete, and
+two runs (API and CLI) give the same report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from eval_fixtures import PERSONA, make_adapter, tiny_adapter  # noqa: F401  (fixture)
+from mindprint.cli import main
+from mindprint.config import EvalConfig
+from mindprint.evaluate.runner import EvalJob, run_eval
+
+SETTINGS = {"max_prompts": 3, "max_records": 4, "max_new_tokens": 8, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def api_report(tiny_adapter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "api"
+    cfg = EvalConfig(prompts=[str(PERSONA / "prompts_eval.jsonl")],
+                     chat=[str(PERSONA / "persona_eval.jsonl")],
+                     preference=[str(PERSONA / "preference_eval.jsonl")], **SETTINGS)
+    return out, run_eval(EvalJob(cfg, out, adapter=tiny_adapter, max_length=256))
+
+
+def test_report_numbers_are_sane(api_report):
+    out, r = api_report
+    assert r["variants"] == ["base", "tuned"]
+    assert r["data"]["n_prompts"] == 3 and r["data"]["n_chat"] == 4 and r["data"]["n_pairs"] == 4
+    for v in ("base", "tuned"):
+        s = r["summary"][v]
+        assert -1.0 <= s["voice_fidelity"] <= 1.0
+        assert s["perplexity"] > 1.0 and math.isclose(s["perplexity"], math.exp(s["nll"]))
+        assert 0.0 <= s["logp_accuracy"] <= 1.0 and 0.0 <= s["avg_logp_accuracy"] <= 1.0
+        assert 0.0 <= s["markdown_adherence"] <= 1.0
+        assert s["gen_tokens_per_s"] > 0 and 0 < s["answer_tokens_mean"] <= 8
+    assert "implicit_accuracy" in r["summary"]["tuned"]
+    assert "implicit_accuracy" not in r["summary"]["base"]
+    # the adapter changes the model: perplexities differ; the base is its own reference
+    assert r["summary"]["base"]["perplexity"] != r["summary"]["tuned"]["perplexity"]
+    row = r["voice"][0]
+    assert row["reference"].startswith("Zoom out.")
+    assert set(row["answers"]) == {"base", "tuned"}
+    assert {"text", "similarity", "words", "tokens", "list", "heading", "banned"} <= set(row["answers"]["base"])
+    assert len(r["preference"]) == 4 and "margin" in r["preference"][0]["tuned"]
+    assert len(r["perplexity"]) == 4 and {"base", "tuned"} <= set(r["perplexity"][0])
+
+
+def test_report_files(api_report):
+    out, r = api_report
+    assert json.loads((out / "report.json").read_text())["summary"] == r["summary"]
+    html = (out / "report.html").read_text()
+    assert "voice fidelity" in html and "<svg" in html and "tuned − base" in html
+    for stem in ("summary", "voice_fidelity", "answer_length"):
+        assert (out / "plots" / f"{stem}.png").stat().st_size > 1000
+        assert (out / "plots" / f"{stem}.svg").is_file()
+
+
+def _strip_timing(r: dict) -> dict:
+    r = json.loads(json.dumps(r))
+    r.pop("timing")
+    for v in r["summary"].values():
+        v.pop("gen_tokens_per_s")
+    return r
+
+
+def test_cli_with_a_config_gives_the_same_report(api_report, tiny_adapter, tiny_model_dir, tmp_path):
+    out, r = api_report
+    cfg = {"model": tiny_model_dir, "output_dir": str(tmp_path / "run"),
+           "data": {"train": str(PERSONA / "persona_train.jsonl"), "max_length": 256,
+                    "eval": str(PERSONA / "persona_eval.jsonl")},
+           "eval": {"prompts": str(PERSONA / "prompts_eval.jsonl"),
+                    "preference": str(PERSONA / "preference_eval.jsonl"), **SETTINGS}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out2 = tmp_path / "cli"
+    assert main(["eval", str(path), "--adapter", tiny_adapter, "--out", str(out2)]) == 0
+    r2 = json.loads((out2 / "report.json").read_text())
+    # eval.chat defaulted to data.eval; greedy decoding: identical apart from timings
+    assert r2["data"]["chat"] == [str(PERSONA / "persona_eval.jsonl")]
+    assert _strip_timing(r2) == _strip_timing(json.loads((out / "report.json").read_text()))
+    # the plots are byte-identical too
+    for name in ("summary.svg", "voice_fidelity.png"):
+        assert (out2 / "plots" / name).read_bytes() == (out / "plots" / name).read_bytes()
+
+
+def test_eval_without_data_is_a_one_line_error(tiny_adapter, tmp_path, capsys):
+    assert main(["eval", "--adapter", tiny_adapter, "--out", str(tmp_path / "x")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["eval", "--prompts", "x.txt", "--set", "train.lr=1"]) == 2
+    assert "only eval.* keys" in capsys.readouterr().err
+
+
+def test_compare_writes_html_and_markdown(tiny_adapter, tiny_model_dir, tmp_path, capsys):
+    other = make_adapter(tiny_model_dir, tmp_path / "second" / "adapter", seed=1)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Are we near the top?\n\nWhat is | a pipe?\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", "--adapter", tiny_adapter, "--adapter", other, "--prompts",
+                 str(prompts), "--max-new-tokens", "6", "--out", str(out)]) == 0
+    res = json.loads((out / "compare.json").read_text())
+    assert [r["prompt"] for r in res["rows"]] == ["Are we near the top?", "What is | a pipe?"]
+    assert list(res["rows"][0]["answers"]) == ["base", "run", "second"]
+    # two different adapters answer differently from each other or from the base
+    answers = res["rows"][0]["answers"]
+    assert len({answers["base"], answers["run"], answers["second"]}) > 1
+    md = (out / "compare.md").read_text()
+    assert md.count("| base | run | second |") == 2 and "## 2. What is | a pipe?" in md
+    html = (out / "compare.html").read_text()
+    assert "<th>second</th>" in html and "Are we near the top?" in html
