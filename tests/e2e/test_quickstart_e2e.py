@@ -29,7 +29,7 @@ def quick_run(tmp_path_factory, bundled_model_dir):
     out = tmp_path_factory.mktemp("quickstart") / "run"
     r = _cli("train", str(EXAMPLES / "quickstart.yaml"), "--set", "train.max_steps=40",
              "--set", "train.eval_every=20", "--set", "train.save_every=20",
-             "--set", "data.max_length=160", "--output-dir", str(out), timeout=900)
+             "--set", "data.max_length=160", "--output-dir", str(out), timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 

@@ -21,7 +21,7 @@ EXAMPLES = PERSONA.parent
 def adapter(tmp_path_factory, bundled_model_dir):
     out = tmp_path_factory.mktemp("e2e") / "run"
     rc = main(["train", str(EXAMPLES / "quickstart.yaml"), "--output-dir", str(out),
-               "--set", "train.max_steps=24", "--set", "train.eval_every=0",
+               "--set", "train.max_steps=40", "--set", "train.eval_every=0",
                "--set", "train.eval_at_start=false", "--set", "train.save_every=0",
                "--set", "data.max_length=128", "--set", "data.eval=[]"])
     assert rc == 0
@@ -31,8 +31,8 @@ def adapter(tmp_path_factory, bundled_model_dir):
 def test_tuned_sounds_more_like_the_persona(adapter, capsys):
     out = adapter.parent / "eval"
     rc = main(["eval", "--adapter", str(adapter), "--out", str(out),
-               "--prompts", str(PERSONA / "prompts_eval.jsonl"), "--max-prompts", "6",
-               "--max-new-tokens", "40", "--chat", str(PERSONA / "persona_eval.jsonl"),
+               "--prompts", str(PERSONA / "prompts_eval.jsonl"), "--max-prompts", "4",
+               "--max-new-tokens", "32", "--chat", str(PERSONA / "persona_eval.jsonl"),
                "--preference", str(PERSONA / "preference_eval.jsonl"), "--max-records", "8"])
     assert rc == 0
     r = json.loads((out / "report.json").read_text())

@@ -156,8 +156,8 @@ def render_groups(tokenizer, items, max_length: int, max_error_rate: float, what
     notes = _note_truncation(groups, what, max_length)
     if problems:
         if not groups or len(problems) / len(items) > max_error_rate:
-            raise DataError(f"{what}: {len(problems)} of {len(items)} records cannot be trained on "
-                            f"within data.max_length={max_length}", problems)
+            raise DataError(f"{what}: {len(problems)} of {len(items)} records do not fit "
+                            f"data.max_length={max_length}", problems)
         notes.append(f"{what}: skipped {len(problems)} record(s) (data.max_error_rate="
                      f"{max_error_rate}); first: {problems[0]}")
     return groups, notes
