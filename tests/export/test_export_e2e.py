@@ -13,7 +13,7 @@ import pytest
 from export_fixtures import PERSONA
 from mindprint.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.wip]
 EXAMPLES = PERSONA.parent
 
 
