@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval_fixtures import PERSONA
+from conftest import PERSONA
 from mindprint import config as C
 from mindprint.backends.torch.train import run_training
 

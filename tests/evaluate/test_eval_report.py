@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from eval_fixtures import PERSONA, make_adapter, tiny_adapter  # noqa: F401  (fixture)
+from conftest import PERSONA, make_adapter
 from mindprint.cli import main
 from mindprint.config import EvalConfig
 from mindprint.evaluate.runner import EvalJob, run_eval

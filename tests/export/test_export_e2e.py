@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from export_fixtures import PERSONA
+from conftest import PERSONA
 from mindprint.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.wip]

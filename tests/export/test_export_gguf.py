@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from export_fixtures import tiny_adapter  # noqa: F401  (fixture)
 from mindprint.export import gguf as G
 from mindprint.export.merge import VerificationError
 from mindprint.export.probes import compare_logits, probe_batch, probe_logits

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_fixtures import make_adapter, tiny_adapter  # noqa: F401  (fixture)
+from conftest import make_adapter
 from mindprint.cli import main
 from mindprint.errors import ModelError
 from mindprint.export import merge as M
