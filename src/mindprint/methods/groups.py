@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.jsonl import load_many
-from ..data.render import assistant_spans
+from ..data.render import render_messages, render_prompt
 from ..errors import DataError
 
 MIN_ROOM = 8      # completion tokens a prompt must leave (fewer if the completion is shorter)
@@ -72,20 +72,6 @@ class GroupData:
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _render(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
-    """ids and mask of prompt + completion; mask = the completion's assistant turns only."""
-    msgs = list(prompt) + list(completion)
-    full, spans = assistant_spans(tokenizer, msgs)
-    spans = spans[len(spans) - len(completion):]
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    mask = [0] * len(ids)
-    for k, (s, e) in enumerate(enc["offset_mapping"]):
-        if e > s and any(a <= s < b for a, b in spans):
-            mask[k] = 1
-    return ids, mask
-
-
 def _common_prefix(seqs: list[list[int]]) -> int:
     n = min(len(s) for s in seqs)
     for i in range(n):
@@ -101,10 +87,12 @@ def render_group(tokenizer, prompt, completions, labels, max_length: int, where:
     ``strict=False`` (KTO's mismatched KL groups) only cuts, and reports nothing but an empty
     completion.
     """
-    rendered = [_render(tokenizer, prompt, c) for c in completions]
-    # the prompt is what all renderings share up to the first scored token
-    first = [m.index(1) if 1 in m else len(m) for _, m in rendered]
-    P = min(_common_prefix([ids for ids, _ in rendered]), *first)
+    rendered = [render_messages(tokenizer, list(prompt) + list(c)) for c in completions]
+    rendered = [(r.input_ids, r.loss_mask) for r in rendered]
+    # the prompt is what every rendering shares with the prompt rendered alone (as TRL does when
+    # a template or a token merge makes them differ at the boundary); what follows is completion
+    prompt_ids = render_prompt(tokenizer, prompt)
+    P = _common_prefix([prompt_ids] + [ids for ids, _ in rendered])
     comps, masks = [], []
     for ids, m in rendered:
         c, cm = ids[P:], m[P:]
@@ -130,7 +118,7 @@ def render_group(tokenizer, prompt, completions, labels, max_length: int, where:
             return None, (f"{where}: chosen and rejected are identical within the first {room} "
                           f"completion tokens that fit data.max_length={max_length}; raise "
                           f"data.max_length")
-    g = Group(list(ids[:P]), comps, masks, list(labels), where, truncated)
+    g = Group(list(prompt_ids[:P]), comps, masks, list(labels), where, truncated)
     g.source = (prompt, completions)
     return g, None
 
