@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+")
     v.add_argument("--format", choices=["chat", "alpaca", "preference", "kto", "prompt"])
     v.set_defaults(func=cmd_data_validate)
+    from .data.cli import add_parsers as add_data_parsers   # stats, convert, mix, split
+
+    add_data_parsers(dsub)
 
     g = sub.add_parser("generate", help="answer prompts with the base model or an adapter")
     g.add_argument("--model", help="model spec (default: the adapter's base, else the bundled model)")

@@ -256,21 +256,39 @@ class LoadResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _read_lines(path) -> list[tuple[int, bytes]]:
-    """Non-blank lines as (line number from 1, bytes); file-level trouble raises DataError."""
+def iter_lines(path):
+    """Yield ``(line number from 1, byte offset, line bytes without "\\n")`` for every non-blank
+    line, reading one line at a time; file-level trouble raises DataError.
+
+    The offset lets a caller seek back to a line without holding the file in memory.
+    """
     p = Path(path)
     if p.is_dir():
         raise DataError(f"{path}: is a directory, not a file")
     try:
-        data = p.read_bytes()
+        f = open(p, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path}: file is UTF-16; save it as UTF-8")
-    data = data.removeprefix(b"\xef\xbb\xbf")  # editors on Windows add a UTF-8 BOM
-    lines = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    with f:
+        offset = 0
+        for n, raw in enumerate(f, 1):
+            start, line = offset, raw
+            offset += len(raw)
+            if n == 1:
+                if line.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise DataError(f"{path}: file is UTF-16; save it as UTF-8")
+                if line.startswith(b"\xef\xbb\xbf"):  # editors on Windows add a UTF-8 BOM
+                    start, line = start + 3, line[3:]
+            line = line.removesuffix(b"\n")
+            if line.strip():
+                yield n, start, line
+
+
+def _read_lines(path) -> list[tuple[int, bytes]]:
+    """Non-blank lines as (line number from 1, bytes); file-level trouble raises DataError."""
+    lines = [(n, line) for n, _, line in iter_lines(path)]
     if not lines:
         raise DataError(f"{path}: file is empty")
     return lines
@@ -302,6 +320,19 @@ def _vote(objs: list[dict]) -> str | None:
     return max(counts, key=lambda f: (counts[f], -_SPECIFIC_FIRST.index(f)))
 
 
+def parse_line(obj: dict, fmt: str, where: str, *, system_prompt: str | None = None) -> Record:
+    """:func:`parse_record` for one line of a ``fmt`` file: a problem on a line that looks like
+    another format says so, since a mixed-up file is the likelier mistake than a bad field."""
+    try:
+        return parse_record(obj, fmt, where, system_prompt=system_prompt)
+    except _Problem as p:
+        seen = detect_format(obj)
+        if seen not in (None, fmt):
+            raise _Problem(p.field, f"{p.what} (this line looks like {seen} data; the file is "
+                                    f"{fmt} data)") from None
+        raise
+
+
 def _read(path, fmt: str | None, system_prompt: str | None) -> LoadResult:
     """Parse every line of ``path``; judging the error rate is left to the caller."""
     bad: list[tuple[int, _Problem]] = []
@@ -318,11 +349,8 @@ def _read(path, fmt: str | None, system_prompt: str | None) -> LoadResult:
             bad.append((n, _Problem(None, f"cannot tell the format: {_KEYS_HINT}")))
             continue
         try:
-            records.append(parse_record(obj, fmt, f"{path}:{n}", system_prompt=system_prompt))
+            records.append(parse_line(obj, fmt, f"{path}:{n}", system_prompt=system_prompt))
         except _Problem as p:
-            seen = detect_format(obj)
-            if seen not in (None, fmt):
-                p = _Problem(p.field, f"{p.what} (this line looks like {seen} data; the file is {fmt} data)")
             bad.append((n, p))
     bad.sort(key=lambda item: item[0])
     return LoadResult(records, fmt, len(records) + len(bad), [f"{path}:{n}: {p}" for n, p in bad])

@@ -1,0 +1,227 @@
+"""``mindprint data convert``: turn a file of one format into another, streaming.
+
+* alpaca → chat: instruction (+ input) becomes the user turn, output the assistant turn.
+* chat (or alpaca) → prompt: RL prompts; the conversation up to its last user turn is the prompt,
+  the last assistant turn the reference ``answer``.
+* chat (or alpaca) → preference: the person's answer is ``chosen``; ``rejected`` is what the base
+  model says to the same prompt (greedy). That is the pair voice training wants: the voice
+  against the generic assistant it replaces.
+* chat (or alpaca) → kto: each conversation gives a desirable example; with ``generate=True`` the
+  base model's answer adds an undesirable one, so KTO sees both classes.
+* preference → kto: each pair gives a desirable and an undesirable example (TRL's "unpairing").
+
+Keys no format uses (``topic``, ``id`` …) are carried over to the converted record.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mindprint.data.jsonl import iter_lines
+from mindprint.data.records import Messages, PreferenceRecord
+from mindprint.data.stream import Drops, Line, Source, atomic_output, check_output, write_record
+from mindprint.errors import DataError
+
+Log = Callable[[str], None]
+TARGETS = ("chat", "prompt", "preference", "kto")
+# Keys that belong to some format: everything else on a line is the user's and travels along.
+FORMAT_KEYS = {"messages", "instruction", "input", "output", "prompt", "answer", "system",
+               "chosen", "rejected", "completion", "label"}
+# what each target can be made from
+SOURCES = {"chat": ("alpaca",), "prompt": ("chat", "alpaca"), "preference": ("chat", "alpaca"),
+           "kto": ("chat", "alpaca", "preference")}
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    source_format: str
+    read: int        # valid input records
+    written: int     # output records
+
+
+def split_chat(messages: Messages) -> tuple[Messages, str]:
+    """(prompt, answer): the turns up to and including the last user turn, and the final
+    assistant turn. Assistant turns between them, if any, have no user turn to answer and go."""
+    last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+    return messages[: last_user + 1], messages[-1].content
+
+
+def prompt_value(prompt: Messages):
+    """A single user turn as a plain string (the common form); anything longer as messages."""
+    if len(prompt) == 1:
+        return prompt[0].content
+    return [m.as_dict() for m in prompt]
+
+
+def _extras(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in FORMAT_KEYS}
+
+
+def _completion_value(msgs: Messages):
+    return msgs[0].content if len(msgs) == 1 else [m.as_dict() for m in msgs]
+
+
+# ------------------------------------------------------------------- conversions without a model
+
+
+def to_chat(line: Line) -> Iterator[dict]:
+    yield {"messages": [m.as_dict() for m in line.record.messages], **_extras(line.obj)}
+
+
+def to_prompt(line: Line) -> Iterator[dict]:
+    prompt, answer = split_chat(line.record.messages)
+    if len(prompt) == 2 and prompt[0].role == "system":  # the prompt format's own system key
+        out = {"system": prompt[0].content, "prompt": prompt[1].content}
+    else:
+        out = {"prompt": prompt_value(prompt)}
+    yield {**out, "answer": answer, **_extras(line.obj)}
+
+
+def unpair(line: Line) -> Iterator[dict]:
+    rec: PreferenceRecord = line.record
+    for completion, label in ((rec.chosen, True), (rec.rejected, False)):
+        yield {"prompt": prompt_value(rec.prompt), "completion": _completion_value(completion),
+               "label": label, **_extras(line.obj)}
+
+
+# ---------------------------------------------------------------------- conversions with a model
+
+
+class BaseAnswers:
+    """Greedy answers of the base model, a batch at a time, with progress on stderr."""
+
+    def __init__(self, model_spec: str | None, *, max_new_tokens: int, batch_size: int,
+                 device: str, total: int):
+        from mindprint.backends.torch.model import load_for_inference
+        from mindprint.progress import TrainProgress
+
+        if max_new_tokens < 1 or batch_size < 1:
+            raise DataError("--max-new-tokens and --batch-size must be at least 1")
+        self.model, self.tok, self.ref = load_for_inference(model_spec, None, device=device)
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.progress = TrainProgress(total, desc="generate")
+        self.done = 0
+
+    def __call__(self, prompts: list[Messages]) -> list[str]:
+        from mindprint.backends.torch.model import generate
+
+        chats = [[m.as_dict() for m in p] for p in prompts]
+        answers = generate(self.model, self.tok, chats, max_new_tokens=self.max_new_tokens)
+        self.done += len(prompts)
+        self.progress.update(self.done)
+        return answers
+
+
+def _batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
+    batch = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _with_generations(source: Source, answer: BaseAnswers, drops: Drops):
+    """(line, prompt, the person's answer, the base model's answer or None when unusable; the
+    reason then goes to ``drops``)."""
+    for batch in _batches(iter(source), answer.batch_size):
+        parts = [split_chat(line.record.messages) for line in batch]
+        generated = answer([prompt for prompt, _ in parts])
+        for line, (prompt, mine), theirs in zip(batch, parts, generated):
+            where, theirs = f"{source.path}:{line.n}", theirs.strip()
+            if not theirs:
+                drops.add("the base model's answer is empty", where)
+                theirs = None
+            elif theirs == mine.strip():  # no preference signal in a pair of equals
+                drops.add("the base model's answer equals the person's", where)
+                theirs = None
+            yield line, prompt, mine, theirs
+
+
+def to_preference(source: Source, answer: BaseAnswers, drops: Drops) -> Iterator[dict]:
+    for line, prompt, mine, theirs in _with_generations(source, answer, drops):
+        if theirs is not None:
+            yield {"prompt": prompt_value(prompt), "chosen": mine, "rejected": theirs,
+                   **_extras(line.obj)}
+
+
+def to_kto(source: Source, answer: BaseAnswers | None, drops: Drops) -> Iterator[dict]:
+    if answer is None:  # desirable examples only
+        for line in source:
+            prompt, mine = split_chat(line.record.messages)
+            yield {"prompt": prompt_value(prompt), "completion": mine, "label": True,
+                   **_extras(line.obj)}
+        return
+    for line, prompt, mine, theirs in _with_generations(source, answer, drops):
+        p, extras = prompt_value(prompt), _extras(line.obj)
+        yield {"prompt": p, "completion": mine, "label": True, **extras}
+        if theirs is not None:
+            yield {"prompt": p, "completion": theirs, "label": False, **extras}
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def _count_lines(path) -> int:
+    return sum(1 for _ in iter_lines(path))
+
+
+def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | None = None,
+            model: str | None = None, generate: bool = False, max_new_tokens: int = 200,
+            batch_size: int = 8, device: str = "auto", force: bool = False,
+            log: Log = _stderr) -> ConvertResult:
+    """Convert ``path`` to ``to`` format in ``out``. ``generate`` adds base-model answers to KTO
+    data; preference data always needs them (they are its rejected side)."""
+    if to not in TARGETS:
+        raise DataError(f"unknown target format {to!r}; expected one of {', '.join(TARGETS)}")
+    out = check_output(out, force)
+    drops = Drops()
+    source = Source(path, fmt, drops, system_prompt=system_prompt)
+    if source.format not in SOURCES[to]:
+        raise DataError(f"{path}: cannot convert {source.format} data to {to}; {to} is made from "
+                        f"{' or '.join(SOURCES[to])} data")
+    if generate and (to not in ("preference", "kto") or source.format == "preference"):
+        raise DataError("--generate adds base-model answers to chat → kto; it does not apply here")
+    needs_model = to == "preference" or generate
+    # unusable base-model answers cost a preference pair its line, a KTO line only its
+    # undesirable example: counted apart from invalid lines so the summary says which
+    unusable, noun = Drops(), "line" if to == "preference" else "undesirable example"
+    answer = None
+    if needs_model:
+        answer = BaseAnswers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             device=device, total=_count_lines(path))
+        log(f"generating the base model's answers with {answer.ref.spec} "
+            f"(greedy, up to {max_new_tokens} new tokens, batches of {batch_size})")
+    if to == "preference":
+        rows = to_preference(source, answer, unusable)
+    elif to == "kto" and source.format != "preference":
+        rows = to_kto(source, answer, unusable)
+    else:
+        one = {"chat": to_chat, "prompt": to_prompt, "kto": unpair}[to]
+        rows = (row for line in source for row in one(line))
+    written = 0
+    try:
+        with atomic_output(out) as f:
+            for row in rows:
+                write_record(f, row)
+                written += 1
+            if not written:  # raised inside the block, so no empty file replaces anything
+                raise DataError(f"{path}: nothing to write; every line was dropped")
+    finally:
+        if answer is not None:
+            answer.progress.close()
+        for line in drops.lines() + unusable.lines(noun):
+            log(line)
+    read = source.lines_read - drops.total
+    log(f"converted {read} {source.format} records into {written} {to} records in {out}")
+    return ConvertResult(out, source.format, read, written)
