@@ -214,9 +214,10 @@ def run_trl(a) -> dict:
     real_step = trainer.training_step
 
     def counting(model, inputs, *args, **kw):
-        att = inputs.get("attention_mask")
-        if att is not None:
-            tokens.append(int(att.sum()))
+        # real (non-padding) tokens: every attention mask in the batch (ORPO/KTO name theirs
+        # chosen_/rejected_/completion_/KL_…attention_mask)
+        tokens.append(sum(int(v.sum()) for k, v in inputs.items()
+                          if k.endswith("attention_mask") and hasattr(v, "sum")))
         return real_step(model, inputs, *args, **kw)
 
     trainer.training_step = counting
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
         ratio = ""
         if key in ("s_per_step", "peak_rss_mb") and mp[key] and trl[key]:
             ratio = f"{mp[key] / trl[key]:.2f}×"
-        if key == "tokens_per_s":
+        if key == "tokens_per_s" and trl[key]:
             ratio = f"{mp[key] / trl[key]:.2f}×"
         print(f"| {label:22s} | {fmt(mp[key], spec):>10s} | {fmt(trl[key], spec):>10s} | {ratio:>7s} |")
     print(f"speedup ({'tokens/s' if sft else 's/step'}): {speedup:.2f}×; peak RSS "

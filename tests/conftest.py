@@ -109,3 +109,20 @@ def make_adapter(base_dir: str, out, *, seed: int = 0, scale: float = 1.0) -> st
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_model_dir, tmp_path_factory) -> str:
     return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "run" / "adapter")
+
+
+# The quickstart trained once per session through the real CLI (shortened: 40 steps, shorter
+# examples); the quickstart, evaluation and export end-to-end tests all use this one run.
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory, bundled_model_dir):
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    r = subprocess.run([sys.executable, "-m", "mindprint.cli", "train",
+                        str(EXAMPLES / "quickstart.yaml"), "--set", "train.max_steps=40",
+                        "--set", "train.eval_every=20", "--set", "train.save_every=20",
+                        "--set", "data.max_length=160", "--output-dir", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=2400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r

@@ -42,6 +42,8 @@ def cmd_train(args) -> int:
                              "use backend: torch")
     from .methods import get_method
 
+    if cfg.curriculum is not None:
+        return _train_curriculum(cfg, args)
     get_method(cfg)  # fail fast on an unavailable method, before loading a model
     from .backends.torch.train import run_training
 
@@ -67,6 +69,25 @@ def cmd_train(args) -> int:
     print(f"run directory: {summary['output_dir']}")
     print(f"adapter: {summary['adapter']}")
     return 0
+
+
+def _train_curriculum(cfg, args) -> int:
+    from .curriculum import run_curriculum
+    from .methods import get_method
+
+    for t in cfg.curriculum.topics:          # fail fast on an unavailable method
+        get_method(cfg.model_copy(update={"method": t.method or cfg.method}))
+    print(f"mindprint {__version__}: curriculum of {len(cfg.curriculum.topics)} topics on "
+          f"{cfg.model.name} ({cfg.backend}) → {cfg.output_dir}", file=sys.stderr)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    summary = run_curriculum(cfg, resume=args.resume, overwrite=args.overwrite, log=log)
+    if summary["stopped_at"]:
+        print(f"stopped at topic '{summary['stopped_at']}': its gate failed (see "
+              f"{summary['output_dir']}/curriculum.md)", file=sys.stderr)
+    print(f"run directory: {summary['output_dir']}")
+    if summary["adapter"]:
+        print(f"adapter: {summary['adapter']}")
+    return 0 if not summary["stopped_at"] else 4
 
 
 # -- data ----------------------------------------------------------------------------------------

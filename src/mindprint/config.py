@@ -150,6 +150,15 @@ class SimPOConfig(_Section):
                                    "labels")
 
 
+class KLConfig(_Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    lambda_: float = Field(0.5, ge=0.0, alias="lambda", description="kl_sft: weight λ of "
+                           "KL(base ‖ tuned) on assistant tokens against the CE loss (0 = plain SFT)")
+    tau: float = Field(1.0, gt=0.0, description="kl_sft: softmax temperature τ of both distributions; "
+                       "the KL term is scaled by τ² so its gradient size does not depend on τ")
+
+
 def _default_banned() -> list[str]:
     from .evaluate.style import DEFAULT_BANNED
 
@@ -192,6 +201,75 @@ class EvalConfig(_Section):
         return [v] if isinstance(v, (str, Path)) else v
 
 
+class GateConfig(_Section):
+    min_voice_fidelity: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
+                                             "lowest voice fidelity on the topic's held-out split "
+                                             "(null: no threshold)")
+    min_pref_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="curriculum gate: "
+                                            "lowest preference accuracy where the topic has held-out "
+                                            "pairs (null: no threshold)")
+    on_fail: Literal["stop", "continue", "retry"] = Field(
+        "stop", description="a failed gate: stop the curriculum, continue to the next topic, or retry "
+        "the topic with more steps (then stop after max_retries)")
+    max_retries: int = Field(1, ge=0, description="retries of a failed topic (on_fail: retry)")
+    retry_steps: int | None = Field(None, ge=1, description="extra steps per retry (default: half "
+                                    "the topic's steps)")
+
+
+class TopicConfig(_Section):
+    name: str = Field(..., min_length=1, description="topic name (also its directory name)")
+    data: list[str] = Field(default_factory=list, description="this topic's training file(s); empty: "
+                            "the records of data.train whose `topic` field is `topic`")
+    topic: str | None = Field(None, description="value of the records' `topic` field (default: name); "
+                              "with data/eval files, keeps only their records of this topic")
+    eval: list[str] = Field(default_factory=list, description="held-out file(s); default: data.eval "
+                            "records of this topic, else a data.eval_split (or 10 %) of its data")
+    method: Literal[METHODS] | None = Field(None, description="method for this topic (default: "  # type: ignore[valid-type]
+                                            "the top-level method)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (default: train.max_steps)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config keys for "
+                                      "this topic only, e.g. {train.lr: 1e-4, kl.lambda: 1.0}")
+    gate: GateConfig | None = Field(None, description="this topic's gate (default: curriculum.gate)")
+
+    @field_validator("data", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, (str, Path)) else v
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_keys(cls, v: dict) -> dict:
+        for key in v:
+            if key not in ALL_KEYS or key.split(".")[0] in ("curriculum", "lora", "model", "backend",
+                                                            "output_dir"):
+                hint = suggest(key) if key not in ALL_KEYS else None
+                tail = f"; did you mean '{hint}'?" if hint else ""
+                raise ValueError(f"'{key}' cannot be overridden per topic{tail} (model, lora, "
+                                 "backend and output_dir are shared by every topic)")
+        return v
+
+
+class CurriculumConfig(_Section):
+    topics: list[TopicConfig] = Field(..., min_length=1, description="topics in training order; one "
+                                      "adapter is carried through all of them")
+    replay: float = Field(0.0, ge=0.0, le=1.0, description="examples replayed from earlier topics, "
+                          "as a fraction of the current topic's training examples")
+    gate: GateConfig = Field(default_factory=GateConfig, description="default gate after each topic")
+    eval_split: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of a topic's data "
+                              "when neither the topic nor data.eval gives held-out records")
+
+    @field_validator("topics")
+    @classmethod
+    def _unique_names(cls, v: list) -> list:
+        names = [t.name for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"topic names must be unique; repeated: {', '.join(dup)}")
+        return v
+
+
 class Config(_Section):
     method: Literal[METHODS] = Field("sft", description="training method")  # type: ignore[valid-type]
     backend: Literal[BACKENDS] = Field("torch", description="torch or mlx")  # type: ignore[valid-type]
@@ -203,6 +281,9 @@ class Config(_Section):
     orpo: ORPOConfig = Field(default_factory=ORPOConfig)
     kto: KTOConfig = Field(default_factory=KTOConfig)
     simpo: SimPOConfig = Field(default_factory=SimPOConfig)
+    kl: KLConfig = Field(default_factory=KLConfig)
+    curriculum: CurriculumConfig | None = Field(None, description="train topic by topic (see "
+                                                "README, Curriculum); null: one run on data.train")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = Field("runs/run", description="where the run directory is written")
     report_to: list[Literal["tensorboard", "mlflow", "trackio"]] = Field(
@@ -226,6 +307,18 @@ class Config(_Section):
             return [s.strip() for s in v.split(",") if s.strip() and s.strip() != "none"]
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _curriculum_data(cls, v: Any) -> Any:
+        # a curriculum whose topics name their own files needs no data.train
+        if isinstance(v, dict) and v.get("curriculum"):
+            data = v.get("data")
+            if data is None:
+                v = {**v, "data": {"train": []}}
+            elif isinstance(data, dict) and "train" not in data:
+                v = {**v, "data": {**data, "train": []}}
+        return v
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
         if self.train.eval_batch_size is None:
@@ -233,7 +326,7 @@ class Config(_Section):
         return self
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
 
 # Names people bring from TRL / LLaMA-Factory / mlx-lm, mapped to ours, so a suggestion can be made
@@ -260,6 +353,8 @@ _ALIASES = {
     "output": "output_dir",
     "seed": "train.seed",
     "lambda": "orpo.lam",
+    "kl_lambda": "kl.lambda",
+    "kl_coef": "kl.lambda",
     "orpo_lambda": "orpo.lam",
     "simpo_gamma": "simpo.gamma",
     "precompute_ref_log_probs": "dpo.reference",
@@ -269,7 +364,7 @@ _ALIASES = {
 def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, f in model.model_fields.items():
-        full = prefix + name
+        full = prefix + (f.alias or name)
         keys.append(full)
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -294,10 +389,11 @@ def suggest(key: str) -> str | None:
     for k in ALL_KEYS:
         k_section = k.rsplit(".", 1)[0] + "." if "." in k else ""
         bonus = 1 if k_section == section else 0
-        scored.append((difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio(), bonus, k))
+        ratio = difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio()
+        scored.append((bonus and ratio >= 0.6, ratio, k))   # a close key in the same section wins
     for alias, target in _ALIASES.items():
-        scored.append((difflib.SequenceMatcher(None, leaf, alias).ratio(), 0, target))
-    ratio, _, best = max(scored)
+        scored.append((False, difflib.SequenceMatcher(None, leaf, alias).ratio(), target))
+    _, ratio, best = max(scored)
     return best if ratio >= 0.6 else None
 
 
@@ -433,6 +529,7 @@ def describe() -> list[tuple[str, str, str]]:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, prefix + name + ".")
                 continue
+            name = f.alias or name
             if f.is_required():
                 default = "(required)"
             elif f.default_factory is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, REPO
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +24,8 @@ def _cli(*args, **kw):
                           capture_output=True, text=True, **kw)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, bundled_model_dir):
-    out = tmp_path_factory.mktemp("quickstart") / "run"
-    r = _cli("train", str(EXAMPLES / "quickstart.yaml"), "--set", "train.max_steps=40",
-             "--set", "train.eval_every=20", "--set", "train.save_every=20",
-             "--set", "data.max_length=160", "--output-dir", str(out), timeout=2400)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r
-
-
-def test_quickstart_learns_the_voice(quick_run):
-    out, r = quick_run
+def test_quickstart_learns_the_voice(quickstart_run):
+    out, r = quickstart_run
     assert f"run directory: {out}" in r.stdout
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 40 and s["stopped"] == "max_steps"
@@ -43,8 +33,8 @@ def test_quickstart_learns_the_voice(quick_run):
     assert s["tokens_per_s"] > 0 and s["peak_memory_mb"] > 0
 
 
-def test_adapter_speaks_in_voice_and_base_does_not(quick_run):
-    out, _ = quick_run
+def test_adapter_speaks_in_voice_and_base_does_not(quickstart_run):
+    out, _ = quickstart_run
     args = []
     for p in PROMPTS:
         args += ["--prompt", p]
@@ -57,11 +47,11 @@ def test_adapter_speaks_in_voice_and_base_does_not(quick_run):
     assert "Zoom out" not in base.stdout, base.stdout
 
 
-def test_adapter_loads_with_plain_peft(quick_run, bundled_model_dir):
+def test_adapter_loads_with_plain_peft(quickstart_run, bundled_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, _ = quick_run
+    out, _ = quickstart_run
     meta = json.loads((out / "adapter" / "mindprint.json").read_text())
     assert meta["base_model"] == "smollm2-135m-instruct"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bundled_model_dir),

@@ -1,7 +1,6 @@
-"""End to end on the bundled model: train the quickstart briefly, evaluate (the tuned model is
-closer to the persona's voice than the base), merge (verified), export GGUF (read back, verified).
-
-Shortened to keep the suite fast: few steps, few prompts, short answers.
+"""End to end on the bundled model, on the session's shortened quickstart run: evaluate (the tuned
+model is closer to the persona's voice than the base), merge (verified), export GGUF (read back,
+verified). Few prompts and short answers keep it fast.
 """
 
 from __future__ import annotations
@@ -13,19 +12,12 @@ import pytest
 from conftest import PERSONA
 from mindprint.cli import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.wip]
-EXAMPLES = PERSONA.parent
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory, bundled_model_dir):
-    out = tmp_path_factory.mktemp("e2e") / "run"
-    rc = main(["train", str(EXAMPLES / "quickstart.yaml"), "--output-dir", str(out),
-               "--set", "train.max_steps=40", "--set", "train.eval_every=0",
-               "--set", "train.eval_at_start=false", "--set", "train.save_every=0",
-               "--set", "data.max_length=128", "--set", "data.eval=[]"])
-    assert rc == 0
-    return out / "adapter"
+def adapter(quickstart_run):
+    return quickstart_run[0] / "adapter"
 
 
 def test_tuned_sounds_more_like_the_persona(adapter, capsys):

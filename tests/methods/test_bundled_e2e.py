@@ -14,7 +14,7 @@ from conftest import PERSONA, write_jsonl
 from mindprint import config as C
 from mindprint.backends.torch.train import run_training
 
-pytestmark = [pytest.mark.slow, pytest.mark.wip]
+pytestmark = pytest.mark.slow
 
 
 def _slice(src, dst, n):

@@ -81,3 +81,23 @@ RECORD_TYPE = {
     "kto": KTORecord,
     "prompt": PromptRecord,
 }
+
+
+def to_json(record: Record) -> dict:
+    """The JSONL object that parses back to ``record`` (alpaca records come back as chat)."""
+    msgs = lambda ms: [m.as_dict() for m in ms]  # noqa: E731
+    if isinstance(record, ChatRecord):
+        obj = {"messages": msgs(record.messages)}
+    elif isinstance(record, PreferenceRecord):
+        obj = {"prompt": msgs(record.prompt), "chosen": msgs(record.chosen),
+               "rejected": msgs(record.rejected)}
+    elif isinstance(record, KTORecord):
+        obj = {"prompt": msgs(record.prompt), "completion": msgs(record.completion),
+               "label": record.label}
+    else:
+        obj = {"prompt": msgs(record.prompt)}
+        if record.answer is not None:
+            obj["answer"] = record.answer
+    if record.topic is not None:
+        obj["topic"] = record.topic
+    return obj

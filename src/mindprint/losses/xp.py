@@ -20,6 +20,7 @@ def _torch_namespace() -> SimpleNamespace:
         exp=torch.exp,
         log=torch.log,
         log1p=torch.log1p,
+        log_softmax=lambda x, axis=-1: torch.log_softmax(x, dim=axis),
         expm1=torch.expm1,
         where=torch.where,
         clip=lambda x, lo=None, hi=None: torch.clamp(x, lo, hi),

@@ -7,6 +7,7 @@ from ..errors import ConfigError
 # method: (module, class) — imported on use, so a CLI call loads only what it runs
 REGISTRY = {
     "sft": ("sft", "SFTMethod"),
+    "kl_sft": ("kl_sft", "KLSFTMethod"),
     "dpo": ("pairwise", "PairMethod"),
     "ipo": ("pairwise", "PairMethod"),
     "orpo": ("pairwise", "PairMethod"),

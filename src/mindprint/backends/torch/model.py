@@ -141,22 +141,33 @@ def _decoder_and_head(model):
     return body, head
 
 
+# Softmax rows kept from the forward pass for the backward when they fit in this many bytes;
+# larger batches recompute them chunk by chunk instead (one more LM-head matmul, flat memory).
+KEEP_PROBS_BYTES = 256 * 2**20
+
+
 class _SelectedLogps(torch.autograd.Function):
     """log softmax(h W^T + b)[target] per row, a chunk of rows at a time, with a hand-written
-    backward that recomputes each chunk's logits: d/dlogits = g·(onehot − softmax). No
-    ``[rows, vocab]`` tensor outlives its chunk, in the forward or the backward pass."""
+    backward: d/dlogits = g·(onehot − softmax). Only the trained rows are ever projected. When
+    their softmax fits in ``KEEP_PROBS_BYTES`` it is kept for the backward (saves a third of the
+    LM-head arithmetic); otherwise the backward recomputes each chunk's logits, so no
+    ``[rows, vocab]`` tensor outlives its chunk."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk):
         n = hidden.shape[0]
+        keep = any(ctx.needs_input_grad[:3]) and n * weight.shape[0] * 4 <= KEEP_PROBS_BYTES
         out = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        probs = []
         for s in range(0, n, chunk):
             logits = F.linear(hidden[s:s + chunk], weight, bias).float()
             lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+            if keep:
+                probs.append(logits.sub_(lse[s:s + chunk, None]).exp_())
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.probs = chunk, probs if keep else None
         return out
 
     @staticmethod
@@ -167,9 +178,12 @@ class _SelectedLogps(torch.autograd.Function):
         gw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         gb = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         grad = grad.float()
-        for s in range(0, hidden.shape[0], ctx.chunk):
+        for i, s in enumerate(range(0, hidden.shape[0], ctx.chunk)):
             h, g = hidden[s:s + ctx.chunk], grad[s:s + ctx.chunk, None]
-            d = F.linear(h, weight, bias).float().sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g)
+            if ctx.probs is not None:
+                d = ctx.probs[i].mul_(-g)
+            else:
+                d = F.linear(h, weight, bias).float().sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g)
             d.scatter_add_(-1, targets[s:s + ctx.chunk, None], g)      # g·(onehot − softmax)
             if need_h:
                 gh[s:s + ctx.chunk] = d.to(weight.dtype) @ weight
@@ -177,6 +191,7 @@ class _SelectedLogps(torch.autograd.Function):
                 gw += d.t() @ h.float()
             if need_b:
                 gb += d.sum(0)
+        ctx.probs = None
         return (gh, gw.to(weight.dtype) if need_w else None, gb.to(bias.dtype) if need_b else None,
                 None, None)
 
@@ -205,10 +220,87 @@ def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     rows = hidden[:, :-1][target_mask]
     tgt = input_ids[:, 1:][target_mask]
-    sel = _selected_logps(rows, head.weight, head.bias, tgt)
-    inner = torch.zeros(target_mask.shape, dtype=sel.dtype, device=sel.device)
-    inner = inner.masked_scatter(target_mask, sel)
-    return torch.cat([out[:, :1], inner], dim=1)
+    return _scatter_targets(target_mask, _selected_logps(rows, head.weight, head.bias, tgt))
+
+
+def _scatter_targets(target_mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` with ``values`` (one per trained position, row-major) at positions 1..T-1."""
+    B = target_mask.shape[0]
+    inner = torch.zeros(target_mask.shape, dtype=values.dtype, device=values.device)
+    inner = inner.masked_scatter(target_mask, values)
+    return torch.cat([torch.zeros(B, 1, dtype=values.dtype, device=values.device), inner], dim=1)
+
+
+class _RowKL(torch.autograd.Function):
+    """τ²·KL(softmax(h_base W^T/τ) ‖ softmax(h W^T/τ)) per row, a chunk of rows at a time (the
+    formula is :func:`mindprint.losses.kl.kl_to_base`). The backward recomputes each chunk:
+    ∂/∂logits = τ·g·(p_tuned − p_base), so neither full-vocabulary distribution is kept between
+    the passes. ``base_hidden`` is a constant (the adapter-free model's, computed without grad)."""
+
+    @staticmethod
+    def forward(ctx, hidden, base_hidden, weight, bias, tau, chunk):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for s in range(0, hidden.shape[0], chunk):
+            lt = torch.log_softmax(F.linear(hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            lb = torch.log_softmax(F.linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            out[s:s + chunk] = (lb.exp() * (lb - lt)).sum(-1) * (tau * tau)
+        ctx.save_for_backward(hidden, base_hidden, weight, bias)
+        ctx.tau, ctx.chunk = tau, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, base_hidden, weight, bias = ctx.saved_tensors
+        tau, chunk = ctx.tau, ctx.chunk
+        need_h, _, need_w, need_b = ctx.needs_input_grad[:4]
+        gh = torch.empty_like(hidden) if need_h else None
+        gw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        gb = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grad = grad.float()
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s:s + chunk]
+            pt = torch.softmax(F.linear(h, weight, bias).float() / tau, -1)
+            pb = torch.softmax(F.linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            d = pt.sub_(pb).mul_(grad[s:s + chunk, None] * tau)
+            if need_h:
+                gh[s:s + chunk] = d.to(weight.dtype) @ weight
+            if need_w:
+                gw += d.t() @ h.float()
+            if need_b:
+                gb += d.sum(0)
+        return (gh, None, gw.to(weight.dtype) if need_w else None,
+                gb.to(bias.dtype) if need_b else None, None, None)
+
+
+def _adapter_off(model):
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+
+
+def token_logps_and_kl(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       loss_mask: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logps, kl)``, each ``[B, T]`` and 0 where ``loss_mask`` is 0: the target log-probs of
+    :func:`token_logps` and, at the same positions, τ²·KL(base ‖ tuned) of the next-token
+    distributions, the base being this model with its adapter off (one extra no-grad forward)."""
+    from ...losses import xp as xpmod
+    from ...losses.kl import kl_to_base
+
+    target_mask = loss_mask[:, 1:].bool()
+    tgt = input_ids[:, 1:][target_mask]
+    body, head = _decoder_and_head(model)
+    if body is None:   # unusual heads: full logits at the trained positions
+        with torch.no_grad(), _adapter_off(model):
+            base = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][target_mask]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][target_mask]
+        sel = torch.log_softmax(logits.float(), -1).gather(-1, tgt[:, None]).squeeze(-1)
+        kl = kl_to_base(logits.float(), base.float(), tau, xpmod.get("torch"))
+    else:
+        with torch.no_grad(), _adapter_off(model):
+            base_rows = body(input_ids=input_ids,
+                             attention_mask=attention_mask).last_hidden_state[:, :-1][target_mask]
+        rows = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1][target_mask]
+        sel = _selected_logps(rows, head.weight, head.bias, tgt)
+        kl = _RowKL.apply(rows, base_rows, head.weight, head.bias, float(tau), 512)
+    return _scatter_targets(target_mask, sel), _scatter_targets(target_mask, kl)
 
 
 # -- prompt groups: one prompt, several completions, one row --------------------------------------
@@ -364,6 +456,11 @@ class TorchBackend:
         return token_logps(self.model, batch["input_ids"], batch["attention_mask"],
                            batch["loss_mask"])
 
+    def token_logps_and_kl(self, batch: dict, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target log-probs and τ²·KL(base ‖ tuned) per position (see :func:`token_logps_and_kl`)."""
+        return token_logps_and_kl(self.model, batch["input_ids"], batch["attention_mask"],
+                                  batch["loss_mask"], tau)
+
     @property
     def group_layout(self) -> str:
         """"shared_prompt" (one row per group) or "rows" (one row per completion), decided once."""
@@ -463,6 +560,24 @@ def attach_adapter(model, adapter, base_spec: str = "the base model", **kwargs):
         detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else repr(e))
         raise ModelError(f"{adapter}: the adapter does not fit {base_spec} (was it trained on "
                          f"another base model?): {detail[:300]}") from None
+
+
+@torch.no_grad()
+def load_adapter_weights(model, adapter) -> None:
+    """Copy a saved adapter's weights into ``model``'s LoRA layers (same layout required): how a
+    curriculum carries one adapter from topic to topic while each topic builds its own trainer."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(adapter) / "adapter_model.safetensors"
+    if not path.exists():
+        raise ModelError(f"{adapter}: no adapter_model.safetensors to continue from")
+    weights = load_file(str(path))
+    own = {n for n, p in model.named_parameters() if p.requires_grad}
+    res = set_peft_model_state_dict(model, weights)
+    if getattr(res, "unexpected_keys", None) or len(weights) != len(own):
+        raise ModelError(f"{adapter}: its LoRA layout does not match this config's (lora.r / "
+                         f"lora.targets must be the same for every topic)")
 
 
 @torch.no_grad()

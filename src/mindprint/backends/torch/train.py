@@ -30,7 +30,8 @@ from ...models import resolve
 from ...outputs import RunDir, write_atomic
 from ...progress import TrainProgress
 from ...tracking import CallbackList, RunInfo, default_callbacks
-from .model import TorchBackend, add_lora, atomic_dir, load_base, save_adapter
+from .model import (TorchBackend, add_lora, atomic_dir, load_adapter_weights, load_base,
+                    save_adapter)
 
 
 def lr_lambda(cfg) -> callable:
@@ -48,6 +49,16 @@ def lr_lambda(cfg) -> callable:
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * decay
 
     return f
+
+
+def make_optimizer(params, t) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where this torch has one for the device (hundreds of small LoRA
+    tensors make the per-tensor loop's overhead visible on CPU)."""
+    kw = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, **kw)
 
 
 def _rng_state() -> dict:
@@ -100,8 +111,9 @@ class _StopFlag:
 
 class Trainer:
     def __init__(self, cfg: Config, method, *, resume: bool = False, overwrite: bool = False,
-                 log=print, callbacks: list | None = None):
+                 log=print, callbacks: list | None = None, init_adapter: Path | None = None):
         self.cfg, self.method, self.log = cfg, method, log
+        self.init_adapter = init_adapter     # start from these LoRA weights (a curriculum's last topic)
         self.run = RunDir(cfg.output_dir)
         # manifest.json + report_to trackers (mindprint.tracking); never able to stop a run
         self.callbacks = CallbackList(default_callbacks(cfg, log) if callbacks is None
@@ -132,6 +144,8 @@ class Trainer:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
         self.model = add_lora(base, cfg.lora, cfg.train.seed)
+        if self.init_adapter is not None:
+            load_adapter_weights(self.model, self.init_adapter)
         self.model.train()
         self.backend = TorchBackend(self.model, self.tok)
         self.voice = None
@@ -143,8 +157,7 @@ class Trainer:
             self.method.on_setup(self.backend, self.data, self.log)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.params = params
-        self.opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
-                                     eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+        self.opt = make_optimizer(params, cfg.train)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.sampler = StepSampler(self.data.train_lengths, cfg.train.batch_size,
                                    cfg.train.grad_accum, cfg.train.seed)
@@ -399,6 +412,8 @@ def _eval_line(ev: dict) -> str:
     parts = [f"eval_loss {ev['eval_loss']:.4f}"]
     if "eval_ppl" in ev:
         parts.append(f"(ppl {ev['eval_ppl']:.2f})")
+    if "eval_kl" in ev:
+        parts.append(f"kl to base {ev['eval_kl']:.4f}")
     if "eval_pref_accuracy" in ev:
         parts.append(f"pref acc {ev['eval_pref_accuracy']:.3f}")
     return " ".join(parts)
@@ -414,10 +429,11 @@ class Interrupted(MindprintError):
 
 
 def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print,
-                 callbacks: list | None = None) -> dict:
+                 callbacks: list | None = None, init_adapter: Path | None = None) -> dict:
     from ...methods import get_method
 
     method = get_method(cfg)
-    trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log, callbacks=callbacks)
+    trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log, callbacks=callbacks,
+                      init_adapter=init_adapter)
     trainer.setup()
     return trainer.train()
