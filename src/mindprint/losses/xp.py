@@ -1,6 +1,6 @@
 """Array namespaces: the handful of array ops the losses need, per backend.
 
-A loss written against ``xp`` runs unchanged on torch and (later) mlx, so backend parity follows
+A loss written against ``xp`` runs unchanged on torch and mlx, so backend parity follows
 from construction. Keep this tiny: add an op only when a loss needs it.
 """
 
@@ -37,6 +37,44 @@ def _torch_namespace() -> SimpleNamespace:
     )
 
 
+def _mlx_namespace() -> SimpleNamespace:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    def clip(x, lo=None, hi=None):
+        # torch.clamp semantics: one bound may be None
+        if lo is not None:
+            x = mx.maximum(x, lo)
+        if hi is not None:
+            x = mx.minimum(x, hi)
+        return x
+
+    return SimpleNamespace(
+        name="mlx",
+        logsigmoid=nn.log_sigmoid,
+        sigmoid=mx.sigmoid,
+        exp=mx.exp,
+        log=mx.log,
+        log1p=mx.log1p,
+        # x − logsumexp(x): mlx has no fused log_softmax op
+        log_softmax=lambda x, axis=-1: x - mx.logsumexp(x, axis=axis, keepdims=True),
+        expm1=mx.expm1,
+        where=mx.where,
+        clip=clip,
+        minimum=mx.minimum,
+        maximum=mx.maximum,
+        abs=mx.abs,
+        sum=lambda x, axis=None: mx.sum(x, axis=axis),
+        mean=lambda x, axis=None: mx.mean(x, axis=axis),
+        stop_gradient=mx.stop_gradient,
+        astype_float=lambda x: x.astype(mx.float32),
+        zeros_like=mx.zeros_like,
+        ones_like=mx.ones_like,
+        to_float=lambda x: float(mx.stop_gradient(x).astype(mx.float32).item())
+        if isinstance(x, mx.array) else float(x),
+    )
+
+
 _CACHE: dict[str, SimpleNamespace] = {}
 
 
@@ -45,6 +83,8 @@ def get(name: str = "torch") -> SimpleNamespace:
     if name not in _CACHE:
         if name == "torch":
             _CACHE[name] = _torch_namespace()
+        elif name == "mlx":
+            _CACHE[name] = _mlx_namespace()
         else:
             raise ValueError(f"unknown array namespace {name!r}")
     return _CACHE[name]
