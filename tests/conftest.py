@@ -126,3 +126,23 @@ def quickstart_run(tmp_path_factory, bundled_model_dir):
                        cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
+
+
+def start_then_sigkill(cmd: list[str], env: dict, checkpoints: Path, n: int = 2,
+                       timeout: float = 300) -> None:
+    """Run ``cmd`` and SIGKILL it as soon as ``n`` complete checkpoints exist in ``checkpoints``:
+    a crash in the middle of training, for the resume tests."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in checkpoints.glob("step-*") if (p / "state.json").exists()] \
+            if checkpoints.exists() else []
+        if len(done) >= n:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -205,6 +205,9 @@ class GateConfig(_Section):
     min_voice_fidelity: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
                                              "lowest voice fidelity on the topic's held-out split "
                                              "(null: no threshold)")
+    min_gain_over_base: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
+                                             "voice fidelity must beat the base model's on the same "
+                                             "split by at least this much (null: no check)")
     min_pref_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="curriculum gate: "
                                             "lowest preference accuracy where the topic has held-out "
                                             "pairs (null: no threshold)")

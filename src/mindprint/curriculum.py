@@ -257,6 +257,13 @@ def gate_result(gate: GateConfig, ev: dict) -> list[str]:
             why.append("no held-out answers to measure voice fidelity")
         elif v < gate.min_voice_fidelity:
             why.append(f"voice fidelity {v:.4f} < min_voice_fidelity {gate.min_voice_fidelity}")
+    if gate.min_gain_over_base is not None:
+        v, b = ev.get("voice_fidelity"), ev.get("base_voice_fidelity")
+        if v is None or b is None:
+            why.append("no held-out answers to compare voice fidelity with the base model's")
+        elif v - b < gate.min_gain_over_base:
+            why.append(f"voice fidelity {v:.4f} is not {gate.min_gain_over_base} above the base "
+                       f"model's {b:.4f}")
     if gate.min_pref_accuracy is not None and ev.get("pref_accuracy") is not None \
             and ev["pref_accuracy"] < gate.min_pref_accuracy:
         why.append(f"preference accuracy {ev['pref_accuracy']:.3f} < min_pref_accuracy "

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
+from conftest import start_then_sigkill, tiny_config
 from mindprint import config as C
 from mindprint.backends.torch.train import Trainer, run_training
 from mindprint.errors import MindprintError, TrainingStopped
@@ -115,17 +115,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_file
     full = write("full")
     subprocess.run(cli + [str(full)], check=True, env=env, capture_output=True)
     killed = write("killed")
-    proc = subprocess.Popen(cli + [str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        done = [p for p in ckpts.glob("step-*") if (p / "state.json").exists()] if ckpts.exists() else []
-        if len(done) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    start_then_sigkill(cli + [str(killed)], env, tmp_path / "killed" / "checkpoints")
     assert not (tmp_path / "killed" / "adapter").exists(), "killed too late to test anything"
     r = subprocess.run(cli + [str(killed), "--resume"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import chat, write_jsonl
+from conftest import chat, start_then_sigkill, write_jsonl
 from mindprint import config as C
 from mindprint.curriculum import plan, run_curriculum
 from mindprint.errors import ConfigError
@@ -177,17 +175,7 @@ def test_killed_curriculum_resumes_at_the_right_topic_and_step(tiny_model_dir, t
     r = subprocess.run(cli + [str(write("full"))], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     killed = write("killed")
-    proc = subprocess.Popen(cli + [str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "topics" / "02-habits" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = [p for p in ckpts.glob("step-*") if (p / "state.json").exists()] if ckpts.exists() else []
-        if len(done) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    start_then_sigkill(cli + [str(killed)], env, tmp_path / "killed" / "topics" / "02-habits" / "checkpoints")
     assert not (tmp_path / "killed" / "topics" / "02-habits" / "adapter").exists(), "killed too late"
     state = json.loads((tmp_path / "killed" / "curriculum_state.json").read_text())["topics"]
     assert state["markets"]["status"] == "done" and state["habits"]["status"] == "training"

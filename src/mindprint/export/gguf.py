@@ -319,7 +319,7 @@ def export_gguf(out: str, *, adapter: str | None = None, model: str | None = Non
                 dtype: str = "f16", device: str = "auto", dequantize: bool = False,
                 overwrite: bool = False, log=lambda s: None) -> dict:
     """``mindprint export gguf``: merge (verified) when an adapter is given, write, verify."""
-    from ..backends.torch.model import attach_adapter, quiet_hf, read_adapter_meta
+    from ..backends.torch.model import attach_adapter, base_model_of, quiet_hf
 
     quiet_hf()
     if dtype not in DTYPES:
@@ -333,11 +333,7 @@ def export_gguf(out: str, *, adapter: str | None = None, model: str | None = Non
     out_path = check_writable(out, overwrite=overwrite, kind="file")
     if out_path.suffix.lower() != ".gguf":
         raise MindprintError(f"{out}: the output file should end in .gguf")
-    meta = read_adapter_meta(Path(adapter)) if adapter else {}
-    spec = model or meta.get("base_model")
-    if not spec:
-        raise ModelError(f"{adapter}: the adapter does not say which base model it belongs to; "
-                         "pass --model")
+    spec, _ = base_model_of(adapter, model)
     ref = resolve(spec)
     base, tok = load_full_precision(ref, device=device, dequantize=dequantize)
     _check_supported(base.config)

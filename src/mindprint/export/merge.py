@@ -170,17 +170,13 @@ def merge(adapter: str, out: str, *, model: str | None = None, dtype: str = "flo
           device: str = "auto", dequantize: bool = False, overwrite: bool = False,
           log=lambda s: None) -> dict:
     """``mindprint merge``: returns the verification report written beside the checkpoint."""
-    from ..backends.torch.model import atomic_dir, attach_adapter, quiet_hf, read_adapter_meta
+    from ..backends.torch.model import atomic_dir, attach_adapter, base_model_of, quiet_hf
 
     quiet_hf()
     if dtype not in DTYPES:
         raise MindprintError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     out_path = check_writable(out, overwrite=overwrite, kind="directory")
-    meta = read_adapter_meta(Path(adapter))
-    spec = model or meta.get("base_model")
-    if not spec:
-        raise ModelError(f"{adapter}: the adapter does not say which base model it belongs to; "
-                         "pass --model")
+    spec, meta = base_model_of(adapter, model)
     ref = resolve(spec)
     base, tok = load_full_precision(ref, device=device, dequantize=dequantize)
     peft_model = attach_adapter(base, adapter, spec)

@@ -17,14 +17,13 @@ and cached through :mod:`mindprint.reference`.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import torch
 
-from ..data.jsonl import load_many
 from ..data.render import render_messages, render_prompt
 from ..errors import DataError
+from .common import load, split_off_eval  # noqa: F401  (re-exported for the methods)
 
 MIN_ROOM = 8      # completion tokens a prompt must leave (fewer if the completion is shorter)
 
@@ -152,29 +151,6 @@ def render_groups(tokenizer, items, max_length: int, max_error_rate: float, what
 
 
 # -- loading -----------------------------------------------------------------------------------
-
-
-def load(cfg, paths, what: str, expect: tuple[str, ...]):
-    """Records of ``paths`` (one of ``expect`` formats) and notes about skipped lines."""
-    fmt = None if cfg.data.format == "auto" else cfg.data.format
-    if fmt is not None and fmt not in expect:
-        raise DataError(f"data.format is '{fmt}' but method '{cfg.method}' needs "
-                        f"{' or '.join(expect)} data")
-    res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
-                    max_error_rate=cfg.data.max_error_rate, expect=expect)
-    notes = []
-    if res.problems:
-        notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="
-                     f"{cfg.data.max_error_rate}); first: {res.problems[0]}")
-    return res.records, res.format, notes
-
-
-def split_off_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
-    idx = list(range(len(records)))
-    random.Random(seed).shuffle(idx)
-    held = set(idx[:max(1, int(round(len(records) * fraction)))])
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
 
 
 def pair_items(records) -> list:

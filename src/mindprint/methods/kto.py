@@ -21,8 +21,9 @@ import torch
 from ..data.records import KTORecord
 from ..errors import DataError
 from ..losses.kto import kto_kl_estimate, kto_loss
-from .groups import (GroupData, Norm, attach_reference, live_reference, load, render_group,
-                     render_groups, split_off_eval, stacked_ref)
+from .common import load_splits
+from .groups import (GroupData, Norm, attach_reference, live_reference, render_group,
+                     render_groups, stacked_ref)
 
 KTO_FORMATS = ("kto", "preference")
 
@@ -72,13 +73,7 @@ class KTOMethod:
 
     def prepare(self, tokenizer) -> GroupData:
         cfg = self.cfg
-        train, _, notes = load(cfg, cfg.data.train, "data.train", KTO_FORMATS)
-        ev: list = []
-        if cfg.data.eval:
-            ev, _, more = load(cfg, cfg.data.eval, "data.eval", KTO_FORMATS)
-            notes += more
-        elif cfg.data.eval_split > 0:
-            train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)
+        train, ev, notes = load_splits(cfg, KTO_FORMATS)
         train_items = kto_items(train)
         _check_both_labels(train_items, "data.train")
         args = (cfg.data.max_length, cfg.data.max_error_rate)

@@ -21,8 +21,9 @@ from ..errors import DataError
 from ..losses.dpo import dpo_loss, ipo_loss
 from ..losses.orpo import orpo_loss
 from ..losses.simpo import simpo_loss
-from .groups import (GroupData, Norm, attach_reference, live_reference, load, pair_items,
-                     render_groups, split_off_eval, stacked_ref)
+from .common import load_splits
+from .groups import (GroupData, Norm, attach_reference, live_reference, pair_items, render_groups,
+                     stacked_ref)
 
 PREFERENCE = ("preference",)
 
@@ -70,13 +71,7 @@ class PairMethod:
     # -- data ----------------------------------------------------------------------------------
     def prepare(self, tokenizer) -> GroupData:
         cfg = self.cfg
-        train, fmt, notes = load(cfg, cfg.data.train, "data.train", PREFERENCE)
-        ev: list = []
-        if cfg.data.eval:
-            ev, _, more = load(cfg, cfg.data.eval, "data.eval", PREFERENCE)
-            notes += more
-        elif cfg.data.eval_split > 0:
-            train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)
+        train, ev, notes = load_splits(cfg, PREFERENCE)
         args = (cfg.data.max_length, cfg.data.max_error_rate)
         train_g, more = render_groups(tokenizer, pair_items(train), *args, "data.train")
         notes += more

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..data.jsonl import load_many
 from ..data.render import Rendered, render_chat_records
 from ..errors import DataError
 from ..losses.sft import sft_loss
+from .common import load_splits
 
 SFT_FORMATS = ("chat", "alpaca")
 
@@ -29,28 +29,6 @@ class PreparedData:
         return [len(r.input_ids) for r in self.train]
 
 
-def load_records(cfg, paths, what: str):
-    fmt = None if cfg.data.format == "auto" else cfg.data.format
-    res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
-                    max_error_rate=cfg.data.max_error_rate, expect=SFT_FORMATS)
-    notes = []
-    if res.problems:
-        notes.append(f"{what}: skipped {len(res.problems)} bad line(s) "
-                     f"(data.max_error_rate={cfg.data.max_error_rate}); first: {res.problems[0]}")
-    return res.records, notes
-
-
-def split_eval(records, fraction: float, seed: int):
-    import random
-
-    idx = list(range(len(records)))
-    random.Random(seed).shuffle(idx)
-    n_eval = max(1, int(round(len(records) * fraction)))
-    held = set(idx[:n_eval])
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
-
-
 class SFTMethod:
     name = "sft"
 
@@ -59,13 +37,7 @@ class SFTMethod:
 
     def prepare(self, tokenizer) -> PreparedData:
         cfg = self.cfg
-        train_recs, notes = load_records(cfg, cfg.data.train, "data.train")
-        eval_recs: list = []
-        if cfg.data.eval:
-            eval_recs, more = load_records(cfg, cfg.data.eval, "data.eval")
-            notes += more
-        elif cfg.data.eval_split > 0:
-            train_recs, eval_recs = split_eval(train_recs, cfg.data.eval_split, cfg.train.seed)
+        train_recs, eval_recs, notes = load_splits(cfg, SFT_FORMATS)
         train, st = render_chat_records(tokenizer, train_recs, cfg.data.max_length)
         ev, se = render_chat_records(tokenizer, eval_recs, cfg.data.max_length)
         for s, what in ((st, "data.train"), (se, "data.eval")):

@@ -530,15 +530,22 @@ def read_adapter_meta(path: Path) -> dict:
     return meta
 
 
+def base_model_of(adapter, model_spec: str | None = None, *, default: str | None = None):
+    """``(model spec, adapter metadata)``: ``model_spec`` when given, else the base model the
+    adapter names, else ``default`` when there is no adapter."""
+    meta = read_adapter_meta(Path(adapter)) if adapter else {}
+    spec = model_spec or (meta.get("base_model") if adapter else default)
+    if not spec:
+        raise ModelError(f"{adapter}: the adapter does not say which base model it belongs to; "
+                         "pass --model")
+    return spec, meta
+
+
 def load_for_inference(model_spec: str | None, adapter: str | None, *, dtype="auto", device="auto"):
     """Base model (+ adapter) ready for generation; the model defaults to the adapter's base."""
     from ...config import DEFAULT_MODEL
 
-    if model_spec is None:
-        model_spec = read_adapter_meta(Path(adapter))["base_model"] if adapter else DEFAULT_MODEL
-    if not model_spec:
-        raise ModelError(f"{adapter}: the adapter does not say which base model it belongs to; "
-                         "pass --model")
+    model_spec, _ = base_model_of(adapter, model_spec, default=DEFAULT_MODEL)
     ref = resolve(model_spec)
     model, tok = load_base(ref, dtype=dtype, device=device)
     if adapter:
