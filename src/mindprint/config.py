@@ -159,6 +159,93 @@ class KLConfig(_Section):
                        "the KL term is scaled by τ² so its gradient size does not depend on τ")
 
 
+class GRPOConfig(_Section):
+    group_size: int = Field(8, le=64, description="grpo: completions sampled per prompt (2–64); "
+                            "advantages compare a completion with the others of its prompt")
+    temperature: float = Field(1.0, gt=0.0, description="grpo: sampling temperature (the policy's "
+                               "log-probs are taken at the same temperature)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="grpo: nucleus sampling")
+    max_completion_length: int = Field(128, ge=1, description="grpo: tokens sampled per completion "
+                                       "at most (sampling stops at end-of-turn)")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "dapo", description="grpo: how token losses are averaged — grpo (per sequence, then over "
+        "sequences), bnpo (over the micro-batch's tokens), dr_grpo (÷ sequences·"
+        "max_completion_length), dapo (over all tokens of the step)")
+    importance_sampling_level: Literal["token", "sequence"] = Field(
+        "token", description="grpo: importance ratio per token, or one per sequence (GSPO)")
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="grpo: clip range below 1 (and above "
+                           "1 unless epsilon_high is set)")
+    epsilon_high: float | None = Field(None, gt=0.0, description="grpo: clip range above 1 (DAPO "
+                                       "clip-higher, e.g. 0.28); null: epsilon")
+    beta: float = Field(0.0, ge=0.0, description="grpo: weight of the k3 KL estimate to the "
+                        "adapter-disabled reference (0: no reference pass)")
+    num_iterations: int = Field(1, ge=1, description="grpo: optimizer steps on each generated "
+                                "batch (old-policy log-probs are kept for the ratio)")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="grpo: divide centred rewards by the group's std, the batch's std, or "
+        "nothing")
+    rewards: list[str] = Field(default_factory=lambda: ["voice_fidelity"], min_length=1,
+                               description="grpo: reward functions — voice_fidelity, "
+                               "answer_similarity, length, format, banned_phrases, or "
+                               "\"package.module:function\"")
+    reward_weights: list[float] | None = Field(None, description="grpo: one weight per reward "
+                                               "(null: all 1)")
+    length_range: tuple[int, int] = Field((20, 80), description="grpo: the `length` reward's "
+                                          "target range in words (1 inside, falling off outside)")
+    format_pattern: str | None = Field(None, description="grpo: the `format` reward's regular "
+                                       "expression (1 when re.search finds it, else 0)")
+    similarity: Literal["f1", "rouge_l"] = Field("f1", description="grpo: the answer_similarity "
+                                                 "reward's measure against `answer` (token F1 or "
+                                                 "ROUGE-L F)")
+    sample_every: int = Field(10, ge=0, description="grpo: steps between writes of sampled "
+                              "completions to samples.jsonl (0: never)")
+
+    @field_validator("group_size", mode="before")
+    @classmethod
+    def _group_of_two(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 2:
+            raise ValueError("must be at least 2: with one completion per prompt there is no "
+                             "group to compare it with, so every advantage is 0")
+        return v
+
+    @field_validator("length_range")
+    @classmethod
+    def _range(cls, v: tuple) -> tuple:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError("must be [min, max] words with 0 <= min <= max")
+        return v
+
+    @field_validator("format_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, v: list) -> list:
+        from .rewards import check_name
+
+        for name in v:
+            check_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _weights(self) -> "GRPOConfig":
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} weight(s) for "
+                             f"{len(self.rewards)} reward(s)")
+        if "format" in self.rewards and not self.format_pattern:
+            raise ValueError("the format reward needs grpo.format_pattern")
+        return self
+
+
 def _default_banned() -> list[str]:
     from .evaluate.style import DEFAULT_BANNED
 
@@ -285,6 +372,7 @@ class Config(_Section):
     kto: KTOConfig = Field(default_factory=KTOConfig)
     simpo: SimPOConfig = Field(default_factory=SimPOConfig)
     kl: KLConfig = Field(default_factory=KLConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     curriculum: CurriculumConfig | None = Field(None, description="train topic by topic (see "
                                                 "README, Curriculum); null: one run on data.train")
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -361,6 +449,8 @@ _ALIASES = {
     "orpo_lambda": "orpo.lam",
     "simpo_gamma": "simpo.gamma",
     "precompute_ref_log_probs": "dpo.reference",
+    "num_generations": "grpo.group_size",
+    "reward_funcs": "grpo.rewards",
 }
 
 

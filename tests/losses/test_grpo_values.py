@@ -118,3 +118,15 @@ def test_bad_options():
         grpo_loss(logps, old, t(1.0).reshape(1), mask, loss_type="ppo", xp=xp)
     with pytest.raises(ValueError):
         grpo_loss(logps, old, t(1.0).reshape(1), mask, loss_type="dr_grpo", xp=xp)
+
+
+def test_advantages_leave_out_unscored_completions():
+    # group [1, ?, 3, 5] with the second unscored: mean of {1, 3, 5} = 3, std = sqrt((4+0+4)/2) = 2
+    # A = [−2, 0, 0, 2] / (2 + 1e-4); the unscored one gets 0 whatever its placeholder value
+    r = torch.tensor([1.0, 99.0, 3.0, 5.0], dtype=torch.float64)
+    valid = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    adv, _ = group_advantages(r, 4, valid=valid, xp=xp)
+    torch.testing.assert_close(adv, torch.tensor([-2.0, 0.0, 0.0, 2.0], dtype=torch.float64) / 2.0001)
+    # batch scale with one group is the same number here
+    adv_b, _ = group_advantages(r, 4, valid=valid, scale="batch", xp=xp)
+    torch.testing.assert_close(adv_b, adv)

@@ -13,6 +13,7 @@ REGISTRY = {
     "orpo": ("pairwise", "PairMethod"),
     "simpo": ("pairwise", "PairMethod"),
     "kto": ("kto", "KTOMethod"),
+    "grpo": ("grpo", "GRPOMethod"),
 }
 IMPLEMENTED = {name: "torch" for name in REGISTRY}
 

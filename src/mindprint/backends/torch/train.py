@@ -192,6 +192,8 @@ class Trainer:
     def train_step(self) -> dict:
         micro = self.sampler.next_step()
         groups = [self._examples(m) for m in micro]
+        if hasattr(self.method, "rollout"):     # RL: sample and score completions for this step
+            groups = self.method.rollout(self.backend, groups, self.step)
         norm = sum(self.method.weight(g) for g in groups)
         loss_total, tokens, sums = 0.0, 0, {}
         for g in groups:

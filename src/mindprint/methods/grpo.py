@@ -1,0 +1,416 @@
+"""GRPO glue (``method: grpo``): prompts → sampled groups → rewards → advantages → clipped surrogate.
+
+Each optimizer step takes ``train.batch_size × train.grad_accum`` prompts (the loop's sampler picks
+them) and, before the micro-batches, :meth:`GRPOMethod.rollout` turns them into completions:
+
+1. sample ``grpo.group_size`` completions per prompt with the policy (eval mode, adapter on,
+   batched KV-cached ``generate``, seeded by ``train.seed`` and the step), stopping at end-of-turn;
+2. score them with the reward functions (:mod:`mindprint.rewards`), weight and sum;
+3. advantages within each prompt's group (:func:`mindprint.losses.grpo.group_advantages`);
+4. without gradient: the reference log-probs with the adapter disabled when ``beta > 0``, and the
+   old-policy log-probs when ``num_iterations > 1`` (with one iteration the policy that sampled is
+   the policy being trained, so the ratio's denominator is the current log-probs, detached).
+
+A micro-batch is then the completions of ``train.batch_size`` prompts; its loss is
+:func:`mindprint.losses.grpo.grpo_loss` on the completion tokens, at the sampling temperature, scaled
+so that the step's loss is the chosen aggregation over the whole step (grpo / dr_grpo: over all its
+sequences; dapo: over all its tokens; bnpo: per micro-batch, averaged, as TRL does). With
+``num_iterations = μ`` the same completions serve μ optimizer steps (the prompts the sampler picks
+for the μ − 1 reuse steps are skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..data.jsonl import load_many
+from ..data.render import render_prompt
+from ..errors import ConfigError, DataError
+from ..losses.grpo import group_advantages, grpo_loss
+
+
+@dataclass
+class PromptItem:
+    ids: list[int]
+    record: object              # PromptRecord
+    where: str = ""
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Sample:
+    """One sampled completion, ready to train on."""
+
+    prompt_len: int
+    ids: list[int]              # prompt + completion
+    n_completion: int
+    advantage: float
+    old: torch.Tensor | None = field(default=None, repr=False)   # [n_completion] log-probs
+    ref: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def mask(self) -> list[int]:
+        return [0] * self.prompt_len + [1] * self.n_completion
+
+
+@dataclass
+class PromptData:
+    train: list[PromptItem]
+    eval: list[PromptItem]
+    notes: list[str]
+
+    @property
+    def train_lengths(self) -> list[int]:
+        return [p.n_tokens for p in self.train]
+
+
+@dataclass
+class Norm:
+    """A micro-batch's share of the step's normalisers (summed by the loop)."""
+
+    seqs: float = 0.0
+    tokens: float = 0.0
+    micros: float = 0.0
+
+    def __add__(self, other):
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return Norm(self.seqs + other.seqs, self.tokens + other.tokens, self.micros + other.micros)
+
+    __radd__ = __add__
+
+
+# -- model passes ------------------------------------------------------------------------------
+
+
+def completion_logps(model, batch: dict, temperature: float = 1.0, *, entropy: bool = False):
+    """``([B, T] log-probs at loss_mask positions (0 elsewhere), entropy sum or None)`` of the
+    tokens under softmax(logits / temperature). Only completion rows reach the LM head (chunked);
+    the entropy, when asked for, is computed from the same rows without gradient."""
+    from ..backends.torch.model import _decoder_and_head, _scatter_targets, _selected_logps
+
+    ids, att = batch["input_ids"], batch["attention_mask"]
+    target_mask = batch["loss_mask"][:, 1:].bool()
+    tgt = ids[:, 1:][target_mask]
+    body, head = _decoder_and_head(model)
+    ent = None
+    if body is None:     # unusual heads: the model's own logits
+        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1][target_mask].float()
+        lp = torch.log_softmax(logits / temperature, -1)
+        sel = lp.gather(-1, tgt[:, None]).squeeze(-1)
+        if entropy:
+            with torch.no_grad():
+                ent = float(-(lp.exp() * lp).sum())
+        return _scatter_targets(target_mask, sel), ent
+    rows = body(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1][target_mask]
+    w, b = head.weight, head.bias
+    if temperature != 1.0:
+        rows = rows / temperature
+        b = None if b is None else b / temperature
+    sel = _selected_logps(rows, w, b, tgt)
+    if entropy:
+        with torch.no_grad():
+            ent = 0.0
+            for s in range(0, rows.shape[0], 512):
+                lp = torch.log_softmax(F.linear(rows[s:s + 512].detach(), w, b).float(), -1)
+                ent += float(-(lp.exp() * lp).sum())
+    return _scatter_targets(target_mask, sel), ent
+
+
+@torch.no_grad()
+def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_tokens: int,
+                       temperature: float, top_p: float, seed: int) -> list[tuple[list[int], bool]]:
+    """``n`` completions per prompt (prompt after prompt): ``(ids, finished)`` with the ids cut
+    after the first end-of-turn token (kept: the model learns to stop); ``finished`` is False when
+    max_new_tokens ran out first. Left-padded batch, KV-cached ``generate``, seeded without
+    disturbing the global random stream. ``temperature = 0`` decodes greedily."""
+    dev = next(model.parameters()).device
+    pad = tok.pad_token_id
+    width = max(len(p) for p in prompts)
+    rows = [p for p in prompts for _ in range(n)]
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, p in enumerate(rows):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        att[i, width - len(p):] = 1
+    eos = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+           if isinstance(i, int) and i >= 0]
+    kw = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True)
+    if temperature > 0:
+        kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    was_training = model.training
+    model.eval()
+    devices = [dev] if dev.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), **kw)
+    finally:
+        model.train(was_training)
+    result = []
+    eos_set = set(eos)
+    for row in out[:, width:].tolist():
+        end = next((j for j, t in enumerate(row) if t in eos_set), None)
+        result.append((row[:end + 1], True) if end is not None else (row, False))
+    return result
+
+
+def _per_sample(logps: torch.Tensor, mask: torch.Tensor, samples: list[Sample]) -> list[torch.Tensor]:
+    flat = logps[mask.bool()].detach().float().cpu()
+    return list(torch.split(flat, [s.n_completion for s in samples]))
+
+
+def _stack(batch_mask: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+    flat = torch.cat(parts).to(batch_mask.device)
+    out = torch.zeros(batch_mask.shape, dtype=flat.dtype, device=batch_mask.device)
+    return out.masked_scatter(batch_mask.bool(), flat)
+
+
+# -- the method --------------------------------------------------------------------------------
+
+
+class GRPOMethod:
+    name = "grpo"
+
+    def __init__(self, cfg):
+        from .. import rewards
+
+        self.cfg = cfg
+        g = cfg.grpo
+        if g.max_completion_length >= cfg.data.max_length:
+            raise ConfigError(f"grpo.max_completion_length={g.max_completion_length} leaves no room "
+                              f"for a prompt within data.max_length={cfg.data.max_length}")
+        self.rewards = rewards.build(g, cfg.eval.banned_phrases)
+        self._cache: list | None = None          # (micro-batches, metrics) reused by num_iterations
+        self._rollout_metrics: dict = {}
+        self.run_root = None
+
+    # -- data ----------------------------------------------------------------------------------
+    def _load(self, tokenizer, paths, what: str):
+        cfg = self.cfg
+        fmt = None if cfg.data.format == "auto" else cfg.data.format
+        if fmt is not None and fmt != "prompt":
+            raise DataError(f"data.format is '{fmt}' but method 'grpo' needs prompt data "
+                            '({"prompt", "answer"?, "system"?} per line)')
+        res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
+                        max_error_rate=cfg.data.max_error_rate, expect=("prompt",))
+        notes = []
+        if res.problems:
+            notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="
+                         f"{cfg.data.max_error_rate}); first: {res.problems[0]}")
+        room = cfg.data.max_length - cfg.grpo.max_completion_length
+        items, problems = [], []
+        for rec in res.records:
+            ids = render_prompt(tokenizer, rec.prompt)
+            if len(ids) > room:
+                problems.append(f"{rec.where}: the prompt is {len(ids)} tokens, more than "
+                                f"data.max_length − grpo.max_completion_length = {room}; shorten "
+                                f"it or raise data.max_length")
+            else:
+                items.append(PromptItem(ids, rec, rec.where))
+        if problems:
+            if not items or len(problems) / len(res.records) > cfg.data.max_error_rate:
+                raise DataError(f"{what}: {len(problems)} of {len(res.records)} prompts are too "
+                                f"long", problems)
+            notes.append(f"{what}: skipped {len(problems)} prompt(s) (data.max_error_rate="
+                         f"{cfg.data.max_error_rate}); first: {problems[0]}")
+        return items, notes
+
+    def prepare(self, tokenizer) -> PromptData:
+        from .groups import split_off_eval
+
+        cfg = self.cfg
+        train, notes = self._load(tokenizer, cfg.data.train, "data.train")
+        ev: list = []
+        if cfg.data.eval:
+            ev, more = self._load(tokenizer, cfg.data.eval, "data.eval")
+            notes += more
+        elif cfg.data.eval_split > 0:
+            train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)
+        needs_answer = {"voice_fidelity", "answer_similarity"} & set(cfg.grpo.rewards)
+        if needs_answer and not any(p.record.answer for p in train):
+            notes.append(f"data.train: no prompt has an `answer`, so {', '.join(sorted(needs_answer))} "
+                         "score nothing")
+        return PromptData(train, ev, notes)
+
+    def on_setup(self, backend, data, log) -> None:
+        self.log = log
+
+    # -- rollout (before the micro-batches of a step) ------------------------------------------
+    def _generate(self, backend, items: list[PromptItem], n: int, temperature: float, seed: int):
+        g = self.cfg.grpo
+        return sample_completions(backend.model, backend.tokenizer, [p.ids for p in items], n=n,
+                                  max_new_tokens=g.max_completion_length, temperature=temperature,
+                                  top_p=g.top_p, seed=seed)
+
+    def _score(self, backend, items: list[PromptItem], outs, n: int):
+        from .. import rewards
+
+        tok = backend.tokenizer
+        texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in outs]
+        recs = [p.record for p in items for _ in range(n)]
+        prompts = [[m.as_dict() for m in r.prompt] for r in recs]
+        table = rewards.score(self.rewards, prompts, texts, recs)
+        return texts, table, rewards.combine(self.rewards, table)
+
+    @torch.no_grad()
+    def _side_logps(self, backend, samples: list[Sample], *, reference: bool) -> list[torch.Tensor]:
+        model = backend.model
+        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
+        was_training = model.training
+        model.eval()
+        try:
+            if reference:
+                with backend.disabled_adapter():
+                    lp, _ = completion_logps(model, batch, self.cfg.grpo.temperature)
+            else:
+                lp, _ = completion_logps(model, batch, self.cfg.grpo.temperature)
+        finally:
+            model.train(was_training)
+        return _per_sample(lp, batch["loss_mask"], samples)
+
+    def rollout(self, backend, micro: list[list[PromptItem]], step: int) -> list[list[Sample]]:
+        """The step's micro-batches of completions (see the module docstring)."""
+        g = self.cfg.grpo
+        if self._cache is not None and step % g.num_iterations != 0:
+            self._rollout_metrics = self._cache[1]
+            return self._cache[0]
+        t0 = time.monotonic()
+        G = g.group_size
+        items = [p for m in micro for p in m]
+        outs = []
+        for k, m in enumerate(micro):
+            outs += self._generate(backend, m, G, g.temperature,
+                                   seed=self.cfg.train.seed * 1_000_003 + step * 1009 + k)
+        t_gen = time.monotonic() - t0
+        texts, table, total = self._score(backend, items, outs, G)
+        valid = torch.tensor([t is not None for t in total], dtype=torch.float64)
+        r = torch.tensor([t if t is not None else 0.0 for t in total], dtype=torch.float64)
+        adv, am = group_advantages(r, G, scale=g.scale_rewards, valid=valid,
+                                   xp=backend.xp)
+        samples = [Sample(len(p.ids), list(p.ids) + list(ids), len(ids), float(a))
+                   for p, (ids, _), a in zip((p for p in items for _ in range(G)), outs, adv.tolist())]
+        batches, s = [], 0
+        for m in micro:
+            batches.append(samples[s:s + len(m) * G])
+            s += len(m) * G
+        for b in batches:
+            if g.beta > 0:
+                for smp, ref in zip(b, self._side_logps(backend, b, reference=True)):
+                    smp.ref = ref
+            if g.num_iterations > 1:
+                for smp, old in zip(b, self._side_logps(backend, b, reference=False)):
+                    smp.old = old
+        lengths = [len(ids) for ids, _ in outs]
+        metrics = {"reward": _mean(total), "reward_std": _std(total),
+                   "advantage_std": float(adv.std()) if adv.numel() > 1 else 0.0,
+                   "zero_std_groups": float(am["group_std_zero_frac"]),
+                   "completion_len_mean": sum(lengths) / len(lengths),
+                   "completion_len_max": max(lengths),
+                   "truncated_frac": sum(not f for _, f in outs) / len(outs),
+                   "generate_s": t_gen}
+        for rw, col in zip(self.rewards, table):
+            metrics[f"rewards/{rw.name}/mean"] = _mean(col)
+            metrics[f"rewards/{rw.name}/std"] = _std(col)
+        self._rollout_metrics = metrics
+        self._cache = (batches, metrics)
+        if g.sample_every and (step == 0 or (step + 1) % g.sample_every == 0):
+            self._write_samples(step + 1, items, texts, table, total, adv.tolist())
+        return batches
+
+    def _write_samples(self, step, items, texts, table, total, adv) -> None:
+        from ..outputs import RunDir
+
+        G = self.cfg.grpo.group_size
+        path = RunDir(self.cfg.output_dir).root / "samples.jsonl"
+        rows = []
+        for i in range(min(len(texts), 2 * G)):       # the step's first two prompts, every completion
+            rec = items[i // G].record
+            rows.append({"step": step, "where": rec.where,
+                         "prompt": rec.prompt[-1].content, "completion": texts[i],
+                         "reward": total[i], "advantage": adv[i],
+                         "rewards": {r.name: col[i] for r, col in zip(self.rewards, table)}})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    # -- per micro-batch -----------------------------------------------------------------------
+    @staticmethod
+    def n_tokens(item) -> int:
+        return item.n_tokens
+
+    @staticmethod
+    def weight(samples: list[Sample]) -> Norm:
+        return Norm(len(samples), float(sum(s.n_completion for s in samples)), 1.0)
+
+    def micro_loss(self, backend, samples: list[Sample], norm: Norm):
+        g = self.cfg.grpo
+        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
+        mask = batch["loss_mask"].float()
+        logps, ent = completion_logps(backend.model, batch, g.temperature, entropy=True)
+        old = _stack(mask, [s.old for s in samples]) if g.num_iterations > 1 else logps.detach()
+        ref = _stack(mask, [s.ref for s in samples]) if g.beta > 0 else None
+        adv = torch.tensor([s.advantage for s in samples], dtype=logps.dtype, device=logps.device)
+        loss, m = grpo_loss(logps, old, adv, mask, ref_logps=ref, beta=g.beta, epsilon=g.epsilon,
+                            epsilon_high=g.epsilon_high, loss_type=g.loss_type,
+                            importance_sampling_level=g.importance_sampling_level,
+                            max_completion_length=g.max_completion_length,
+                            num_items=norm.tokens, xp=backend.xp)
+        if g.loss_type in ("grpo", "dr_grpo"):
+            loss = loss * (len(samples) / norm.seqs)
+        elif g.loss_type == "bnpo":
+            loss = loss / norm.micros
+        tokens = float(mask.sum())
+        sums = {f"{k}_sum": float(v) * tokens for k, v in m.items()}
+        sums.update(tokens=tokens, entropy_sum=ent or 0.0)
+        return loss, sums
+
+    def step_metrics(self, sums: dict) -> dict:
+        n = max(sums.get("tokens", 0.0), 1.0)
+        out = dict(self._rollout_metrics)
+        for k in ("clip_low", "clip_high", "clip_region", "ratio_mean", "kl"):
+            if f"{k}_sum" in sums:
+                out[k] = sums[f"{k}_sum"] / n
+        out["entropy"] = sums.get("entropy_sum", 0.0) / n
+        return out
+
+    # -- eval: greedy answers to held-out prompts, scored by the same rewards -------------------
+    def eval_sums(self, backend, items: list[PromptItem]) -> dict:
+        outs = self._generate(backend, items, 1, 0.0, seed=self.cfg.train.seed)
+        _, _, total = self._score(backend, items, outs, 1)
+        got = [t for t in total if t is not None]
+        return {"reward_sum": float(sum(got)), "n": float(len(got))}
+
+    @staticmethod
+    def eval_metrics(sums: dict) -> dict:
+        mean = sums["reward_sum"] / max(sums["n"], 1.0)
+        return {"eval_loss": -mean, "eval_reward": mean}
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _std(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return 0.0 if xs else None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

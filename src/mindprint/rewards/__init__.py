@@ -1,0 +1,126 @@
+"""Reward functions for ``method: grpo``.
+
+A reward function takes the step's ``(prompts, completions, records)`` — prompts as chat messages
+(lists of ``{"role", "content"}``), completions as decoded text, records as the
+:class:`~mindprint.data.records.PromptRecord` each prompt came from — and returns one float per
+completion, or ``None`` where it does not apply (e.g. a record without ``answer``). A completion no
+reward applies to gets advantage 0.
+
+``grpo.rewards`` names built-ins (:data:`BUILTINS`, see :mod:`.builtin`) or user functions as
+``"package.module:function"``; the current directory is importable, so a ``my_rewards.py`` next to
+the config works. Everything heavy is imported on use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+import numbers
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ConfigError, MindprintError
+
+BUILTINS = ("voice_fidelity", "answer_similarity", "length", "format", "banned_phrases")
+
+
+def check_name(name: str) -> None:
+    """Refuse a name that is neither a built-in nor ``module:function`` (ValueError, for config)."""
+    if name in BUILTINS:
+        return
+    if ":" in name:
+        mod, _, fn = name.partition(":")
+        if mod and fn and all(p.isidentifier() for p in mod.split(".")) and fn.isidentifier():
+            return
+        raise ValueError(f"'{name}' is not \"package.module:function\"")
+    close = difflib.get_close_matches(name, BUILTINS, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ValueError(f"unknown reward '{name}'; {hint}built-ins: {', '.join(BUILTINS)}, or a "
+                     f"function as \"package.module:function\"")
+
+
+def load_user_function(spec: str) -> Callable:
+    mod_name, _, fn_name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
+        raise ConfigError(f"grpo.rewards: cannot import '{mod_name}' for reward '{spec}' "
+                          f"({type(e).__name__}: {e})") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"grpo.rewards: '{mod_name}' has no function '{fn_name}' (reward '{spec}')")
+    return fn
+
+
+@dataclass
+class Reward:
+    name: str
+    fn: Callable
+    weight: float = 1.0
+
+
+def build(grpo_cfg, banned_phrases: list[str] | None = None) -> list[Reward]:
+    """The configured rewards with their weights; user functions are imported here."""
+    from . import builtin
+
+    weights = grpo_cfg.reward_weights or [1.0] * len(grpo_cfg.rewards)
+    out = []
+    for name, w in zip(grpo_cfg.rewards, weights):
+        if name in BUILTINS:
+            fn = builtin.make(name, grpo_cfg, banned_phrases)
+        else:
+            fn = load_user_function(name)
+        out.append(Reward(name, fn, float(w)))
+    return out
+
+
+def _check(name: str, got, n: int) -> list[float | None]:
+    try:
+        values = list(got)
+    except TypeError:
+        raise MindprintError(f"reward '{name}' returned {type(got).__name__}; expected a list of "
+                             f"{n} numbers (or None)") from None
+    if len(values) != n:
+        raise MindprintError(f"reward '{name}' returned {len(values)} value(s) for {n} completions")
+    out: list[float | None] = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise MindprintError(f"reward '{name}' returned {v!r} for completion {i}; expected a "
+                                 "finite number or None")
+        out.append(float(v))
+    return out
+
+
+def score(rewards: list[Reward], prompts, completions: list[str], records) -> list[list[float | None]]:
+    """``[F][N]`` values of every reward function (None where one does not apply).
+
+    A function that raises, or returns the wrong number or kind of values, stops the run with a
+    :class:`MindprintError` naming it.
+    """
+    table = []
+    for r in rewards:
+        try:
+            got = r.fn(prompts, completions, records)
+        except MindprintError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a user function's bug must name the function
+            raise MindprintError(f"reward '{r.name}' raised {type(e).__name__}: {e}") from e
+        table.append(_check(r.name, got, len(completions)))
+    return table
+
+
+def combine(rewards: list[Reward], table) -> list[float | None]:
+    """Weighted sum per completion over the functions that apply; None when none does."""
+    out = []
+    for i in range(len(table[0]) if table else 0):
+        vals = [(r.weight, col[i]) for r, col in zip(rewards, table) if col[i] is not None]
+        out.append(sum(w * v for w, v in vals) if vals else None)
+    return out

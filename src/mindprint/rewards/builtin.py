@@ -1,0 +1,101 @@
+"""Built-in rewards. Each ``make(name, cfg)`` returns ``f(prompts, completions, records) -> list``.
+
+* ``voice_fidelity``: cosine similarity of the completion's and the record's ``answer`` MiniLM
+  embeddings (the same model as ``mindprint eval``); None without an answer.
+* ``answer_similarity``: token F1 (bag of lower-cased words) or ROUGE-L F (longest common word
+  subsequence) against ``answer``; None without an answer.
+* ``length``: 1 when the completion's word count n is inside [lo, hi]; n/lo below;
+  max(0, 1 − (n − hi)/hi) above.
+* ``format``: 1 when ``re.search(grpo.format_pattern, completion)`` finds a match, else 0.
+* ``banned_phrases``: 1/(1 + h), h = occurrences of ``eval.banned_phrases`` (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall((text or "").lower())
+
+
+def token_f1(a: str, b: str) -> float:
+    wa, wb = words(a), words(b)
+    if not wa or not wb:
+        return float(wa == wb)
+    common = sum((Counter(wa) & Counter(wb)).values())
+    if not common:
+        return 0.0
+    p, r = common / len(wa), common / len(wb)
+    return 2 * p * r / (p + r)
+
+
+def rouge_l(a: str, b: str) -> float:
+    wa, wb = words(a), words(b)
+    if not wa or not wb:
+        return float(wa == wb)
+    prev = [0] * (len(wb) + 1)
+    for x in wa:
+        cur = [0]
+        for j, y in enumerate(wb):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if not lcs:
+        return 0.0
+    p, r = lcs / len(wa), lcs / len(wb)
+    return 2 * p * r / (p + r)
+
+
+def length_score(n: int, lo: int, hi: int) -> float:
+    if lo <= n <= hi:
+        return 1.0
+    if n < lo:
+        return n / lo
+    return max(0.0, 1.0 - (n - hi) / max(hi, 1))
+
+
+def make(name: str, cfg, banned_phrases: list[str] | None = None):
+    if name == "voice_fidelity":
+        def voice_fidelity(prompts, completions, records):
+            from ..evaluate.embed import cosine_pairs
+
+            idx = [i for i, r in enumerate(records) if getattr(r, "answer", None)]
+            out = [None] * len(completions)
+            if idx:
+                sims = cosine_pairs([completions[i] for i in idx], [records[i].answer for i in idx])
+                for i, s in zip(idx, sims):
+                    out[i] = s
+            return out
+        return voice_fidelity
+    if name == "answer_similarity":
+        measure = rouge_l if cfg.similarity == "rouge_l" else token_f1
+
+        def answer_similarity(prompts, completions, records):
+            return [measure(c, r.answer) if getattr(r, "answer", None) else None
+                    for c, r in zip(completions, records)]
+        return answer_similarity
+    if name == "length":
+        lo, hi = cfg.length_range
+
+        def length(prompts, completions, records):
+            return [length_score(len((c or "").split()), lo, hi) for c in completions]
+        return length
+    if name == "format":
+        pattern = re.compile(cfg.format_pattern)
+
+        def format_(prompts, completions, records):
+            return [1.0 if pattern.search(c or "") else 0.0 for c in completions]
+        return format_
+    if name == "banned_phrases":
+        from ..evaluate.style import DEFAULT_BANNED, banned_hits
+
+        phrases = list(DEFAULT_BANNED if banned_phrases is None else banned_phrases)
+
+        def banned(prompts, completions, records):
+            return [1.0 / (1.0 + sum(banned_hits(c, phrases).values())) for c in completions]
+        return banned
+    raise ValueError(f"unknown built-in reward {name!r}")

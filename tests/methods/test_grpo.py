@@ -1,0 +1,215 @@
+"""GRPO on the tiny model: data checks, seeded sampling, accumulation invariance, a short run whose
+reward moves, and the bundled model through the CLI (slow)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mindprint import config as config_mod
+from mindprint.errors import ConfigError, DataError
+
+from conftest import EXAMPLES, REPO, write_jsonl
+
+
+def _prompts(n=8):
+    qs = ["Where is the tide going", "What is a cycle", "How do crowds move", "Why do booms end",
+          "What is credit", "When does fear win", "Is cash a position", "What follows a bust"]
+    return [{"prompt": f"{qs[i % len(qs)]}?", "answer": "Zoom out. Patience is a position."}
+            for i in range(n)]
+
+
+def grpo_config(model_dir, train, out, grpo=None, **train_over):
+    t = {"max_steps": 3, "batch_size": 2, "grad_accum": 1, "lr": 5e-3, "seed": 3,
+         "eval_every": 0, "save_every": 0, "warmup_steps": 0, "eval_at_start": False}
+    t.update(train_over)
+    g = {"group_size": 4, "max_completion_length": 8, "rewards": ["length"],
+         "length_range": [1, 3], "sample_every": 1}
+    g.update(grpo or {})
+    return config_mod.from_dict({
+        "method": "grpo", "model": model_dir, "data": {"train": train, "max_length": 64},
+        "train": t, "grpo": g, "output_dir": out,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attn_mlp"}})
+
+
+def test_group_size_one_is_refused_and_names_suggested():
+    base = {"method": "grpo", "data": {"train": "x.jsonl"}}
+    with pytest.raises(ConfigError, match="grpo.group_size: must be at least 2"):
+        config_mod.from_dict({**base, "grpo": {"group_size": 1}})
+    with pytest.raises(ConfigError, match="less than or equal to 64"):
+        config_mod.from_dict({**base, "grpo": {"group_size": 65}})
+    with pytest.raises(ConfigError, match="did you mean 'grpo.group_size'"):
+        config_mod.from_dict({**base, "grpo": {"num_generations": 4}})
+
+
+def test_long_prompts_are_reported_with_file_line(tmp_path, tokenizer, tiny_model_dir):
+    from mindprint.methods.grpo import GRPOMethod
+
+    rows = _prompts(3)
+    rows[1]["prompt"] = "word " * 80
+    train = write_jsonl(tmp_path / "p.jsonl", rows)
+    cfg = grpo_config(tiny_model_dir, str(train), str(tmp_path / "run"))
+    with pytest.raises(DataError) as e:
+        GRPOMethod(cfg).prepare(tokenizer)
+    assert any(p.startswith(f"{train}:2: the prompt is") and "data.max_length − "
+               "grpo.max_completion_length = 56" in p for p in e.value.problems)
+    with pytest.raises(ConfigError, match="leaves no room"):
+        GRPOMethod(grpo_config(tiny_model_dir, str(train), "x", {"max_completion_length": 64}))
+
+
+def test_chat_data_is_refused(tmp_path, tokenizer, tiny_model_dir):
+    from mindprint.methods.grpo import GRPOMethod
+
+    train = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "q"},
+                                                             {"role": "assistant", "content": "a"}]}])
+    with pytest.raises(DataError, match="needs prompt"):
+        GRPOMethod(grpo_config(tiny_model_dir, str(train), "x")).prepare(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_model_dir):
+    from mindprint.backends.torch.model import TorchBackend, add_lora, load_base
+    from mindprint.models import resolve
+
+    model, tok = load_base(resolve(tiny_model_dir), dtype="float32", device="cpu")
+    cfg = config_mod.LoraConfig(r=4, alpha=8, dropout=0.0)
+    model = add_lora(model, cfg, 0)
+    with torch.no_grad():       # a non-zero adapter, so adapter-off differs from adapter-on
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return TorchBackend(model, tok)
+
+
+def test_sampling_is_seeded_and_stops_at_end_of_turn(tiny_backend):
+    from mindprint.methods.grpo import sample_completions
+
+    tok = tiny_backend.tokenizer
+    prompts = [[1, 2, 3, 4], [5, 6]]
+    kw = dict(n=3, max_new_tokens=6, temperature=1.0, top_p=0.9)
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    a = sample_completions(tiny_backend.model, tok, prompts, seed=7, **kw)
+    b = sample_completions(tiny_backend.model, tok, prompts, seed=7, **kw)
+    c = sample_completions(tiny_backend.model, tok, prompts, seed=8, **kw)
+    assert a == b and a != c and len(a) == 6
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), before)          # the global stream is left alone
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    for ids, finished in a:
+        assert 1 <= len(ids) <= 6
+        assert (ids[-1] == eos) == finished and eos not in ids[:-1]
+
+
+def _samples(backend, n, seed):
+    from mindprint.methods.grpo import Sample
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        p, c = int(torch.randint(3, 7, (1,), generator=g)), int(torch.randint(2, 6, (1,), generator=g))
+        ids = torch.randint(10, 500, (p + c,), generator=g).tolist()
+        out.append(Sample(p, ids, c, float(torch.randn(1, generator=g))))
+    return out
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("iterations,beta", [(1, 0.0), (2, 0.1)])
+def test_accumulation_invariance(tiny_backend, tmp_path, loss_type, iterations, beta):
+    """Gradient of 4 completions in one micro-batch = two micro-batches of 2 accumulated."""
+    from mindprint.methods.grpo import GRPOMethod
+
+    cfg = grpo_config("x", "x.jsonl", str(tmp_path), {"loss_type": loss_type, "num_iterations": iterations,
+                                                 "beta": beta, "temperature": 0.7})
+    method = GRPOMethod(cfg)
+    samples = _samples(tiny_backend, 4, seed=1)
+    for part in (samples[:2], samples[2:]):
+        if beta:
+            for s, r in zip(part, method._side_logps(tiny_backend, part, reference=True)):
+                s.ref = r
+        if iterations > 1:       # an "old" policy a little away from the current one
+            for s, o in zip(part, method._side_logps(tiny_backend, part, reference=False)):
+                s.old = o + 0.05 * torch.randn(o.shape, generator=torch.Generator().manual_seed(2))
+    params = [p for p in tiny_backend.model.parameters() if p.requires_grad]
+
+    def grads(micro):
+        for p in params:
+            p.grad = None
+        norm = sum(method.weight(m) for m in micro)
+        for m in micro:
+            loss, _ = method.micro_loss(tiny_backend, m, norm)
+            loss.backward()
+        return [p.grad.clone() for p in params]
+
+    one = grads([samples])
+    two = grads([samples[:2], samples[2:]])
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)   # float32, other padding
+    assert sum(float(a.abs().sum()) for a in one) > 0
+
+
+def test_temperature_scales_the_log_probs(tiny_backend):
+    from mindprint.methods.grpo import completion_logps
+
+    seqs, masks = [[5, 6, 7, 8, 9]], [[0, 0, 1, 1, 1]]
+    batch = tiny_backend.batch(seqs, masks)
+    with torch.no_grad():
+        lp, ent = completion_logps(tiny_backend.model, batch, 0.5, entropy=True)
+        logits = tiny_backend.model(input_ids=batch["input_ids"]).logits[0, 1:4].float() / 0.5
+        want = torch.log_softmax(logits, -1).gather(-1, torch.tensor([[7], [8], [9]])).squeeze(-1)
+        torch.testing.assert_close(lp[0, 2:], want, rtol=1e-4, atol=1e-5)
+        p = torch.softmax(logits, -1)
+        assert ent == pytest.approx(float(-(p * p.log()).sum()), rel=1e-4)
+
+
+REWARD_MODULE = textwrap.dedent("""
+    def few_words(prompts, completions, records):
+        # fewer words per completion is better: the tiny model can learn to glue tokens together
+        return [-float(len(c.split())) for c in completions]
+    def broken(prompts, completions, records):
+        return [1.0] * (len(completions) - 1)
+""")
+
+
+def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
+    from mindprint.backends.torch.train import run_training
+
+    (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.chdir(tmp_path)
+    train = write_jsonl(tmp_path / "p.jsonl", _prompts(8))
+    out = tmp_path / "run"
+    cfg = grpo_config(tiny_model_dir, str(train), str(out),
+                      {"rewards": ["tiny_rewards:few_words", "length"], "reward_weights": [1.0, 0.5],
+                       "group_size": 4, "beta": 0.05, "num_iterations": 2, "sample_every": 1},
+                      max_steps=4, eval_every=4)
+    summary = run_training(cfg, log=lambda *a: None)
+    assert summary["steps"] == 4
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "reward" in r]
+    assert len(train_rows) == 4
+    for key in ("reward", "reward_std", "advantage_std", "zero_std_groups", "clip_low", "clip_high",
+                "kl", "entropy", "completion_len_mean", "completion_len_max",
+                "rewards/tiny_rewards:few_words/mean", "rewards/length/std"):
+        assert key in train_rows[0], key
+    assert train_rows[0]["reward"] == train_rows[1]["reward"]     # num_iterations=2 reuses step 1's
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 3} and len(samples) == 2 * 2 * 4
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_broken_reward_stops_the_run_naming_it(tmp_path, tiny_model_dir, monkeypatch):
+    from mindprint.backends.torch.train import run_training
+    from mindprint.errors import MindprintError
+
+    (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("tiny_rewards", None)
+    train = write_jsonl(tmp_path / "p.jsonl", _prompts(4))
+    cfg = grpo_config(tiny_model_dir, str(train), str(tmp_path / "run"),
+                      {"rewards": ["tiny_rewards:broken"]})
+    with pytest.raises(MindprintError, match="reward 'tiny_rewards:broken' returned 7 value"):
+        run_training(cfg, log=lambda *a: None)
+    sys.modules.pop("tiny_rewards", None)
