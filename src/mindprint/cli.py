@@ -37,15 +37,17 @@ def cmd_train(args) -> int:
         cfg = C.load(args.config, args.set)
     if args.output_dir:
         cfg.output_dir = args.output_dir
-    if cfg.backend != "torch":
-        raise MindprintError(f"backend '{cfg.backend}' is not available yet in this version; "
-                             "use backend: torch")
     from .methods import get_method
 
     if cfg.curriculum is not None:
+        if cfg.backend != "torch":
+            raise MindprintError("curriculum runs on backend: torch only in this version")
         return _train_curriculum(cfg, args)
     get_method(cfg)  # fail fast on an unavailable method, before loading a model
-    from .backends.torch.train import run_training
+    if cfg.backend == "mlx":
+        from .backends.mlx.train import run_training
+    else:
+        from .backends.torch.train import run_training
 
     print(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
           f"→ {cfg.output_dir}", file=sys.stderr)
@@ -202,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate.cli import add_parsers as add_eval_parsers   # eval, compare
     from .export.cli import add_parsers as add_export_parsers   # merge, export gguf
+    from .export.adapters import add_parsers as add_adapter_parsers   # adapters convert
 
     add_eval_parsers(sub)
     add_export_parsers(sub)
+    add_adapter_parsers(sub)
 
     r = sub.add_parser("runs", help="list, show and compare run directories")
     rsub = r.add_subparsers(dest="runs_command", metavar="ACTION")

@@ -55,7 +55,8 @@ class RunDir:
         return self.metrics_jsonl.exists() or self.checkpoints.exists() or self.adapter.exists()
 
     def clear(self) -> None:
-        for name in ("checkpoints", "adapter", "metrics.jsonl", "metrics.csv", "summary.json",
+        for name in ("checkpoints", "adapter", "adapter-mlx", "metrics.jsonl", "metrics.csv",
+                     "summary.json",
                      "config.yaml",
                      # mindprint.tracking / mindprint.report outputs of the replaced run
                      "manifest.json", "tracking.json", "tensorboard", "mlruns", "report.html",

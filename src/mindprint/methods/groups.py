@@ -172,7 +172,7 @@ def reference_logps(backend, groups: list[Group], batch_size: int) -> torch.Tens
     K = max(len(g.completions) for g in groups)
     out = torch.zeros((len(groups), K), dtype=torch.float64)
     for idx in _batches(groups, batch_size):
-        sums = live_reference(backend, [groups[i] for i in idx]).to("cpu", torch.float64)
+        sums = _cpu64(live_reference(backend, [groups[i] for i in idx]))
         out[idx, :sums.shape[1]] = sums
     return out
 
@@ -188,7 +188,16 @@ def live_reference(backend, groups: list[Group]) -> torch.Tensor:
             sums, _ = backend.group_logps([g.packed() for g in groups])
     finally:
         model.train(was_training)
-    return sums.detach()
+    return backend.xp.stop_gradient(sums)
+
+
+def _cpu64(x) -> torch.Tensor:
+    """A float64 CPU tensor of a torch tensor or an mlx array (the cache stores torch tensors)."""
+    if isinstance(x, torch.Tensor):
+        return x.to("cpu", torch.float64)
+    import numpy as np
+
+    return torch.from_numpy(np.array(x, dtype=np.float64))
 
 
 def attach_reference(backend, cfg, groups: list[Group], what: str, log, *, weights: str) -> None:
@@ -212,6 +221,10 @@ def stacked_ref(groups: list[Group], device) -> torch.Tensor:
     out = torch.zeros((len(groups), K), dtype=torch.float32)
     for i, g in enumerate(groups):
         out[i, :len(g.ref)] = g.ref
+    if str(getattr(device, "type", "")).startswith("mlx"):     # the mlx backend's arrays
+        import mlx.core as mx
+
+        return mx.array(out.numpy())
     return out.to(device)
 
 

@@ -40,7 +40,7 @@ def _ipo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
 def _orpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
     # Token-weighted NLL over the whole step: giving every pair the step's mean token count makes
     # orpo_loss's B·nll_b/Σtokens equal N_step·nll_b/T_step, so Σ_b loss_b / N_step is exact.
-    tokens = torch.full_like(lc, norm.tokens / max(norm.items, 1.0))
+    tokens = xp.ones_like(lc) * (norm.tokens / max(norm.items, 1.0))
     return orpo_loss(pc, pr, lc, lr, lam=cfg.orpo.lam, nll_sum=-pc, nll_tokens=tokens, xp=xp)
 
 
@@ -90,7 +90,8 @@ class PairMethod:
             return
         from ..reference import weights_hash
 
-        weights = weights_hash(backend.model)
+        weights = (backend.weights_hash() if hasattr(backend, "weights_hash")   # mlx
+                   else weights_hash(backend.model))
         attach_reference(backend, self.cfg, data.train, "data.train", log, weights=weights)
         attach_reference(backend, self.cfg, data.eval, "data.eval", log, weights=weights)
 
@@ -109,7 +110,7 @@ class PairMethod:
         pc, pr, lc, lr = sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1]
         rc = rr = None
         if self.needs_reference:
-            ref = live_reference(backend, groups) if self.live else stacked_ref(groups, sums.device)
+            ref = live_reference(backend, groups) if self.live else stacked_ref(groups, backend.device)
             rc, rr = ref[:, 0], ref[:, 1]
         loss, m = self.objective(self.cfg, pc, pr, rc, rr, lc, lr, norm, xp)
         f = xp.to_float

@@ -6,8 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,12 +14,8 @@ import torch.nn.functional as F
 
 from ...errors import ModelError
 from ...models import ModelRef, resolve
-
-ATTN_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "query_key_value", "Wqkv",
-              "c_attn", "out_proj", "dense")
-MLP_NAMES = ("gate_proj", "up_proj", "down_proj", "gate_up_proj", "fc1", "fc2", "w1", "w2", "w3",
-             "dense_h_to_4h", "dense_4h_to_h", "c_fc")
-ADAPTER_META = "mindprint.json"
+from ..common import (ADAPTER_META, ATTN_NAMES, MLP_NAMES, atomic_dir, load_tokenizer,  # noqa: F401
+                      target_names)
 
 
 def quiet_hf() -> None:
@@ -55,18 +49,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    if not getattr(tok, "chat_template", None):
-        raise ModelError(f"{path}: the tokenizer has no chat template; Mindprint renders every "
-                         "record through one")
-    return tok
-
-
 def load_base(ref: ModelRef, *, dtype: str = "auto", device: str = "auto",
               attn_implementation: str = "auto"):
     from transformers import AutoModelForCausalLM
@@ -98,23 +80,7 @@ def linear_module_names(model) -> set[str]:
 
 
 def resolve_targets(model, targets) -> list[str] | str:
-    available = linear_module_names(model) - {"lm_head"}
-    if targets == "all_linear":
-        return "all-linear"
-    if isinstance(targets, str):
-        wanted = ATTN_NAMES if targets == "attn" else ATTN_NAMES + MLP_NAMES
-        found = [n for n in wanted if n in available]
-        if targets == "attn" and "dense" in found and "o_proj" in found:
-            found.remove("dense")
-        if not found:
-            raise ModelError(f"lora.targets '{targets}': no such modules in this model; "
-                             f"its linear layers are {sorted(available)}")
-        return found
-    missing = [t for t in targets if t not in available]
-    if missing:
-        raise ModelError(f"lora.targets: {missing} not in this model; its linear layers are "
-                         f"{sorted(available)}")
-    return list(targets)
+    return target_names(linear_module_names(model), targets)
 
 
 def add_lora(model, lora_cfg, seed: int):
@@ -488,27 +454,6 @@ class TorchBackend:
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def atomic_dir(final: Path):
-    """Context manager yielding a temp dir that replaces ``final`` only if the block succeeds."""
-    @contextlib.contextmanager
-    def cm():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
-            yield tmp
-            old = None
-            if final.exists():
-                old = final.parent / f".{final.name}.old-{os.getpid()}"
-                os.replace(final, old)
-            os.replace(tmp, final)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return cm()
 
 
 def save_adapter(model, path: Path, meta: dict) -> None:

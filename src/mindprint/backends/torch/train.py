@@ -30,25 +30,9 @@ from ...models import resolve
 from ...outputs import RunDir, write_atomic
 from ...progress import TrainProgress
 from ...tracking import CallbackList, RunInfo, default_callbacks
+from ..common import lr_lambda  # noqa: F401  (shared with the mlx loop)
 from .model import (TorchBackend, add_lora, atomic_dir, load_adapter_weights, load_base,
                     save_adapter)
-
-
-def lr_lambda(cfg) -> callable:
-    t = cfg.train
-    warm = t.warmup_steps or int(round(t.warmup_ratio * t.max_steps))
-
-    def f(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / (warm + 1)
-        if t.schedule == "constant":
-            return 1.0
-        span = max(1, t.max_steps - warm)
-        progress = min(1.0, (step - warm) / span)
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * decay
-
-    return f
 
 
 def make_optimizer(params, t) -> torch.optim.Optimizer:

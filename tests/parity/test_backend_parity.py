@@ -1,0 +1,131 @@
+"""Torch vs mlx on identical base weights, identical LoRA tensors and identical batches: the same
+log-probs, the same loss per method (rtol 1e-4, fp32) and the same LoRA gradients (rtol 1e-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+pytest.importorskip("mlx_lm")
+
+from parity_helpers import lora_cfg, mlx_like, pref_file, sft_file, torch_pair  # noqa: E402,F401
+
+
+def _cfg(model_dir, data, method, out, **over):
+    from mindprint.config import from_dict
+
+    raw = {"method": method, "model": model_dir, "output_dir": str(out),
+           "data": {"train": data, "max_length": 96, "eval_split": 0.0},
+           "train": {"batch_size": 4, "seed": 0},
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    for k, v in over.items():
+        raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.update({k: v})
+    return from_dict(raw)
+
+
+def _torch_grads(model):
+    return {n.replace(".default", "").replace("magnitude_vector.weight", "magnitude_vector"):
+            p.grad.detach().numpy().copy()
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _mlx_grads(grads):
+    from mlx.utils import tree_flatten
+
+    from mindprint.export.adapters import mlx_to_peft
+
+    flat = {k: np.array(v) for k, v in tree_flatten(grads)}
+    return mlx_to_peft(flat)
+
+
+def _losses(cfg, model_dir, *, dora=False):
+    """(torch loss, mlx loss, torch grads, mlx grads) of one micro-batch of ``cfg``'s method."""
+    from mindprint.backends.mlx.train import MLXTrainer
+    from mindprint.methods import get_method
+
+    lora = lora_cfg(dora=dora)
+    tmodel, tb = torch_pair(model_dir, lora)
+    mmodel, mb = mlx_like(model_dir, lora, tmodel)
+    method = get_method(cfg)
+    data = method.prepare(tb.tokenizer)
+    if hasattr(method, "on_setup"):
+        method.on_setup(tb, data, lambda s: None)
+    examples = data.train[:4]
+    norm = method.weight(examples)
+    tloss, tm = method.micro_loss(tb, examples, norm)
+    tloss.backward()
+
+    if hasattr(method, "on_setup"):               # mlx's own reference pass (its own numbers)
+        method_m = get_method(cfg)
+        data_m = method_m.prepare(mb.tokenizer)
+        method_m.on_setup(mb, data_m, lambda s: None)
+        examples_m = data_m.train[:4]
+    else:
+        method_m, examples_m = method, examples
+    trainer = MLXTrainer.__new__(MLXTrainer)        # only micro_grads is used
+    trainer.model, trainer.method, trainer.backend = mmodel, method_m, mb
+    mloss, mm, grads = trainer.micro_grads(examples_m, norm)
+    return float(tloss.detach()), float(mloss), _torch_grads(tmodel), _mlx_grads(grads), tm, mm
+
+
+def _check(tl, ml, tg, mg, tm, mm):
+    assert ml == pytest.approx(tl, rel=1e-4)
+    assert set(tg) == set(mg)
+    scale = max(np.abs(g).max() for g in tg.values())
+    for k in tg:
+        np.testing.assert_allclose(mg[k], tg[k], rtol=1e-3, atol=1e-3 * scale, err_msg=k)
+    for k, v in tm.items():
+        assert mm[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+
+def test_token_logps_match(tiny_model_dir):
+    lora = lora_cfg()
+    tmodel, tb = torch_pair(tiny_model_dir, lora)
+    _, mb = mlx_like(tiny_model_dir, lora, tmodel)
+    seqs = [[1, 5, 7, 9, 11, 13, 200, 17], [2, 4, 6, 8], [3, 3, 3, 900, 901]]
+    masks = [[0, 0, 1, 1, 1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0, 0]]
+    t = tb.token_logps(tb.batch(seqs, masks)).detach().numpy()
+    m = np.array(mb.token_logps(mb.batch(seqs, masks)))
+    np.testing.assert_allclose(m, t, rtol=1e-4, atol=1e-5)
+    assert (m[np.array([[0, 0, 1, 1, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0, 0, 0],
+                        [0] * 8]) == 0] == 0).all()
+    groups = [(seqs[0][:3], [(seqs[0][3:], [1] * 5), (seqs[1], [1, 0, 1, 1])]),
+              (seqs[2], [([7, 8, 9], [1, 1, 1]), ([10], [1])])]
+    ts, tc = tb.group_logps(groups)
+    ms, mc = mb.group_logps(groups)
+    np.testing.assert_allclose(np.array(ms), ts.detach().numpy(), rtol=1e-4)
+    np.testing.assert_array_equal(np.array(mc), tc.numpy())
+
+
+def test_disabled_adapter_is_the_base(tiny_model_dir):
+    lora = lora_cfg()
+    tmodel, tb = torch_pair(tiny_model_dir, lora)
+    _, mb = mlx_like(tiny_model_dir, lora, tmodel)
+    b = mb.batch([[1, 5, 7, 9, 11]], [[0, 1, 1, 1, 1]])
+    tb_batch = tb.batch([[1, 5, 7, 9, 11]], [[0, 1, 1, 1, 1]])
+    with tb.disabled_adapter():
+        t = tb.token_logps(tb_batch).detach().numpy()
+    with mb.disabled_adapter():
+        m = np.array(mb.token_logps(b))
+    np.testing.assert_allclose(m, t, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(np.array(mb.token_logps(b)), m)      # and the adapter is back
+
+
+@pytest.mark.parametrize("method", ["sft", "kl_sft"])
+def test_sft_loss_and_grads_match(method, tiny_model_dir, sft_file, tmp_path):
+    cfg = _cfg(tiny_model_dir, sft_file, method, tmp_path / "run")
+    _check(*_losses(cfg, tiny_model_dir))
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "orpo", "simpo"])
+def test_preference_loss_and_grads_match(method, tiny_model_dir, pref_file, tmp_path,
+                                         monkeypatch):
+    monkeypatch.setenv("MINDPRINT_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(tiny_model_dir, pref_file, method, tmp_path / "run")
+    _check(*_losses(cfg, tiny_model_dir))
+
+
+def test_dora_loss_and_grads_match(tiny_model_dir, sft_file, tmp_path):
+    cfg = _cfg(tiny_model_dir, sft_file, "sft", tmp_path / "run", lora={"dora": True})
+    _check(*_losses(cfg, tiny_model_dir, dora=True))
