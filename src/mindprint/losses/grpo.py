@@ -36,30 +36,31 @@ SCALES = ("group", "batch", "none")
 STD_EPS = 1e-4
 
 
-def _std(x, axis, n, xp):
-    """Unbiased standard deviation along ``axis`` (n = elements along it, ≥ 2)."""
-    mu = xp.mean(x, axis=axis)
-    dev = x - (mu[:, None] if axis == 1 else mu)
-    return (xp.sum(dev * dev, axis=axis) / (n - 1)) ** 0.5
-
-
-def group_advantages(rewards, group_size: int, *, scale: str = "group", xp):
+def group_advantages(rewards, group_size: int, *, scale: str = "group", valid=None, xp):
     """``(advantages [N], metrics)`` for rewards ``[N]`` laid out group after group.
+
+    ``valid`` (``[N]``, 1/0) marks completions that have a reward; the others are left out of the
+    means and standard deviations and get advantage 0 (their reward value is ignored).
 
     >>> # one group of 4: r = [1, 2, 3, 4] → mean 2.5, unbiased std = sqrt(5/3) = 1.290994
     >>> # A = [−1.5, −0.5, 0.5, 1.5] / 1.291094 = [−1.161806, −0.387269, 0.387269, 1.161806]
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    G = group_size
-    grouped = rewards.reshape(-1, G)
-    mean = xp.mean(grouped, axis=1)
-    centred = grouped - mean[:, None]
-    group_std = _std(grouped, 1, G, xp)
+    v = xp.ones_like(rewards) if valid is None else xp.astype_float(valid) * xp.ones_like(rewards)
+    r = xp.where(v > 0, rewards, xp.zeros_like(rewards))
+    grouped, vg = r.reshape(-1, group_size), v.reshape(-1, group_size)
+    n = xp.sum(vg, axis=1)
+    mean = xp.sum(grouped * vg, axis=1) / xp.clip(n, 1.0)
+    centred = (grouped - mean[:, None]) * vg
+    group_std = (xp.sum(centred * centred, axis=1) / xp.clip(n - 1.0, 1.0)) ** 0.5
     if scale == "group":
         adv = (centred / (group_std[:, None] + STD_EPS)).reshape(-1)
     elif scale == "batch":
-        adv = centred.reshape(-1) / (_std(rewards, 0, rewards.shape[0], xp) + STD_EPS)
+        nb = xp.sum(v)
+        mb = xp.sum(r * v) / xp.clip(nb, 1.0)
+        std_b = (xp.sum(((r - mb) * v) ** 2) / xp.clip(nb - 1.0, 1.0)) ** 0.5
+        adv = centred.reshape(-1) / (std_b + STD_EPS)
     else:
         adv = centred.reshape(-1)
     zero = xp.astype_float(xp.abs(group_std) <= 1e-8)

@@ -327,6 +327,7 @@ class GRPOMethod:
         for rw, col in zip(self.rewards, table):
             metrics[f"rewards/{rw.name}/mean"] = _mean(col)
             metrics[f"rewards/{rw.name}/std"] = _std(col)
+        metrics = {k: v for k, v in metrics.items() if v is not None}   # a reward that scored nothing
         self._rollout_metrics = metrics
         self._cache = (batches, metrics)
         if g.sample_every and (step == 0 or (step + 1) % g.sample_every == 0):
