@@ -282,7 +282,8 @@ def run_curriculum(cfg: Config, *, resume: bool = False, overwrite: bool = False
         if resume:
             state.load()
         elif overwrite:
-            for name in ("topics", "adapter", STATE, SUMMARY, TABLE, "config.yaml"):
+            for name in ("topics", "adapter", STATE, SUMMARY, TABLE, "config.yaml",
+                         "curriculum.html", "curriculum-plots"):
                 p = root / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         else:
@@ -384,9 +385,69 @@ def finish(cfg, root: Path, topics, state, last_adapter, stopped, wall, log) -> 
     write_atomic(root / SUMMARY, json.dumps(summary, indent=2))
     table = summary_table(rows)
     write_atomic(root / TABLE, "# Curriculum\n\n" + "\n".join(table) + "\n")
+    try:
+        write_html(root, rows, table)
+    except ImportError:       # matplotlib missing: the table is still there
+        pass
     for line in table:
         log(line)
     return summary
+
+
+def write_html(root: Path, rows: list[dict], table: list[str]) -> None:
+    """curriculum.html: voice fidelity per topic (adapter vs base model) as bars, the training loss
+    across all topics with the topic boundaries marked, and the per-topic table."""
+    import html
+
+    from .evaluate.report import _plt, _save
+
+    plt = _plt()
+    plots = root / "curriculum-plots"
+    done = [r for r in rows if (r.get("eval") or {}).get("voice_fidelity") is not None]
+    figs = []
+    if done:
+        fig, ax = plt.subplots(figsize=(7.2, 3.0))
+        xs = range(len(done))
+        ax.bar([x - 0.2 for x in xs], [r["eval"].get("base_voice_fidelity") or 0 for r in done], 0.4,
+               label="base model", color="#9aa5b1")
+        ax.bar([x + 0.2 for x in xs], [r["eval"]["voice_fidelity"] for r in done], 0.4,
+               label="with the adapter", color="#2f6fb0")
+        ax.set_xticks(list(xs), [f"{r['topic']}\n({r['method']})" for r in done])
+        ax.set_ylabel("voice fidelity")
+        ax.set_title("voice fidelity on each topic's held-out questions")
+        ax.legend(fontsize=8)
+        figs.append(_save(fig, plt, plots, "voice_fidelity"))
+    fig, ax = plt.subplots(figsize=(7.2, 3.0))
+    offset, drawn = 0, False
+    for r in rows:
+        mfile = Path(r["run_dir"]) / "metrics.jsonl"
+        if not mfile.exists():
+            continue
+        pts = [(m["step"], m["loss"]) for m in map(json.loads, mfile.read_text().splitlines())
+               if "loss" in m]
+        if not pts:
+            continue
+        ax.plot([offset + s for s, _ in pts], [v for _, v in pts], linewidth=1.2, label=r["topic"])
+        ax.axvline(offset, color="#bbb", linewidth=0.8)
+        offset += pts[-1][0]
+        drawn = True
+    if drawn:
+        ax.set_xlabel("step (all topics)")
+        ax.set_ylabel("training loss")
+        ax.set_title("training loss, topic after topic")
+        ax.legend(fontsize=8)
+        figs.append(_save(fig, plt, plots, "loss"))
+    else:
+        plt.close(fig)
+    head, *body = [ln.strip("|").split("|") for ln in table if not ln.startswith("|---")]
+    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in row)  # noqa: E731
+    page = ("<!doctype html><meta charset='utf-8'><title>Curriculum</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+            "td,th{padding:.2em .6em;border-bottom:1px solid #ddd}</style><h1>Curriculum</h1>"
+            + "".join(f"<p><img src='curriculum-plots/{f}.svg' alt='{f}'></p>" for f in figs)
+            + f"<table><tr>{cells(head, 'th')}</tr>"
+            + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in body) + "</table>")
+    write_atomic(root / "curriculum.html", page)
 
 
 def summary_table(rows: list[dict]) -> list[str]:

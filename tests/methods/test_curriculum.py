@@ -130,6 +130,8 @@ def test_two_topics_carry_one_adapter_with_replay(tiny_model_dir, topic_files, t
         assert isinstance(r["eval"]["voice_fidelity"], float)
         assert isinstance(r["eval"]["base_voice_fidelity"], float)
         assert r["eval"]["perplexity"] > 0
+    assert (out / "curriculum-plots" / "voice_fidelity.svg").exists()
+    assert "curriculum-plots/loss.svg" in (out / "curriculum.html").read_text()
     table = (out / "curriculum.md").read_text()
     assert "| markets | sft | done | 3 |" in table and "| habits | kl_sft | done | 2 |" in table
     assert sum("ce" in json.loads(x) for x in (t2 / "metrics.jsonl").read_text().splitlines()) == 2
