@@ -185,8 +185,11 @@ def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
                       {"rewards": ["tiny_rewards:few_words", "length"], "reward_weights": [1.0, 0.5],
                        "group_size": 4, "beta": 0.05, "num_iterations": 2, "sample_every": 1},
                       max_steps=4, eval_every=4)
+    cfg.data.eval = [str(write_jsonl(tmp_path / "e.jsonl", _prompts(3)))]
     summary = run_training(cfg, log=lambda *a: None)
     assert summary["steps"] == 4
+    ev = summary["final_eval_metrics"]           # greedy answers to held-out prompts, same rewards
+    assert ev["eval_loss"] == pytest.approx(-ev["eval_reward"])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "reward" in r]
     assert len(train_rows) == 4
