@@ -75,7 +75,8 @@ def _tensors(seed, B=6, T=7, P=3):
 @pytest.mark.parametrize("level", ["token", "sequence"])
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_grpo_loss_matches_trl(loss_type, level, beta):
-    logps0, old, ref, adv, mask, inputs = _tensors(seed=2 * ["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type) + (level == "sequence"))
+    seed = 2 * ["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type) + (level == "sequence")
+    logps0, old, ref, adv, mask, inputs = _tensors(seed=seed)
     eps, eps_high, max_len = 0.2, 0.28, 9
     num_items = mask.sum() + 5.0      # dapo: tokens of a larger accumulated batch
 
