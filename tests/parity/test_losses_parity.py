@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from mindprint.losses import xp as xpmod  # noqa: E402
 from mindprint.losses.dpo import dpo_loss, ipo_loss  # noqa: E402
+from mindprint.losses.grpo import group_advantages, grpo_loss  # noqa: E402
 from mindprint.losses.kl import kl_sft_loss, kl_to_base  # noqa: E402
 from mindprint.losses.kto import kto_kl_estimate, kto_loss  # noqa: E402
 from mindprint.losses.orpo import orpo_loss  # noqa: E402
@@ -43,11 +44,24 @@ CASES = {
     "simpo": (("pi_c", "pi_r"), ("len_c", "len_r"),
               lambda xp, a, b, lc, lr: simpo_loss(a, b, lc, lr, beta=2.0, gamma=0.5,
                                                   label_smoothing=0.1, xp=xp)),
+    "grpo_advantages": (("pi_c",), (), lambda xp, r: group_advantages(r, 3, xp=xp)),
+    **{f"grpo_{lt}_{lvl}": (("logp",), ("kl", "mask"),
+                            lambda xp, lp, old, m, lt=lt, lvl=lvl: _grpo(xp, lp, old, m, lt, lvl))
+       for lt in ("grpo", "bnpo", "dr_grpo", "dapo") for lvl in ("token", "sequence")},
     "kto": (("pi_c",), ("ref_c", "labels", "pi_r", "ref_r"),
             lambda xp, p, r, y, kp, kr: kto_loss(p, r, y, kto_kl_estimate(kp, kr, xp=xp), beta=0.2,
                                                  desirable_weight=1.5, undesirable_weight=0.7,
                                                  xp=xp)),
 }
+
+
+def _grpo(xp, logp, old, mask, loss_type, level):
+    """GRPO on the shared per-token vectors: ``kl`` as the old policy's offset, two sequences."""
+    adv = xp.astype_float(mask[:, 1]) * 1.5 - 0.5          # [+1, -0.5]
+    loss, m = grpo_loss(logp, logp - old, adv, mask, ref_logps=logp + 0.1 * old, beta=0.04,
+                        epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
+                        importance_sampling_level=level, max_completion_length=5, xp=xp)
+    return loss * xp.ones_like(adv[:1]), m
 
 
 def _torch(v, key):
@@ -107,9 +121,8 @@ def test_every_loss_module_is_covered():
     import mindprint.losses as pkg
 
     modules = {p.stem for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__", "xp"}
-    covered = {"sft", "kl", "dpo", "orpo", "simpo", "kto"}
-    # a new loss module (e.g. grpo) joins CASES above when it lands
-    assert modules - covered <= {"grpo"}, modules - covered
+    covered = {"sft", "kl", "dpo", "orpo", "simpo", "kto", "grpo"}
+    assert modules <= covered, f"add {modules - covered} to CASES above"
 
 
 def test_namespaces_expose_the_same_ops():
