@@ -96,3 +96,17 @@ def atomic_dir(final: Path):
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return cm()
+
+
+def groups_as_rows(groups) -> tuple[list, list, list[int], int, list[list[float]]]:
+    """Prompt groups laid out one row per completion (the unpacked fallback):
+    ``(sequences, loss masks, flat index r·K + k of each row, K, trained-token counts [R][K])``."""
+    K = max(len(b) for _, b in groups)
+    seqs, masks, where = [], [], []
+    for r, (p, branches) in enumerate(groups):
+        for k, (c, m) in enumerate(branches):
+            seqs.append(list(p) + list(c))
+            masks.append([0] * len(p) + list(m))
+            where.append(r * K + k)
+    counts = [[float(sum(m)) for _, m in b] + [0.0] * (K - len(b)) for _, b in groups]
+    return seqs, masks, where, K, counts

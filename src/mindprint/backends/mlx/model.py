@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ...errors import ModelError
 from ...models import ModelRef
-from ..common import load_tokenizer, lora_scale, target_names
+from ..common import groups_as_rows, load_tokenizer, lora_scale, target_names
 
 LORA_LEAVES = ("lora_a", "lora_b", "m")
 
@@ -246,16 +246,9 @@ class MLXBackend:
     def group_logps(self, groups) -> tuple[mx.array, mx.array]:
         """Summed log-probs and token counts ``[R, K]`` of each group's completions given its
         prompt (one padded row per completion); only tokens whose mask is 1 count."""
-        K = max(len(b) for _, b in groups)
-        seqs, masks, where = [], [], []
-        for r, (p, branches) in enumerate(groups):
-            for k, (c, m) in enumerate(branches):
-                seqs.append(list(p) + list(c))
-                masks.append([0] * len(p) + list(m))
-                where.append(r * K + k)
+        seqs, masks, where, K, counts = groups_as_rows(groups)
         per_row = self.token_logps(self.batch(seqs, masks)).sum(-1)
         sums = mx.zeros((len(groups) * K,), dtype=per_row.dtype).at[mx.array(where)].add(per_row)
-        counts = [[float(sum(m)) for _, m in b] + [0.0] * (K - len(b)) for _, b in groups]
         return sums.reshape(len(groups), K), mx.array(np.array(counts, dtype=np.float32))
 
     @contextlib.contextmanager

@@ -25,7 +25,6 @@ import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ... import __version__
 from ...config import Config, dump_yaml
 from ...data.batching import StepSampler, eval_batches
 from ...errors import MindprintError, TrainingStopped
@@ -214,37 +213,15 @@ class MLXTrainer(Trainer):
         self.log(f"resumed from {path} (step {self.step})")
 
     # -- the end -------------------------------------------------------------------------------
-    def finish(self, reason: str, losses: list[float]) -> dict:
-        meta = {"base_model": self.cfg.model.name, "base_model_path": self.model_ref.path,
-                "method": self.cfg.method, "step": self.step, "backend": "mlx",
-                "mindprint_version": __version__}
+    backend_name = "mlx"
+
+    def save_final_adapter(self, meta: dict) -> dict:
+        """PEFT format in adapter/ plus mlx-lm's in adapter-mlx/."""
         self.backend.save_adapter(self.run.adapter, meta, mlx_path=self.run.root / MLX_ADAPTER)
-        self.run.write_metrics_csv()
-        wall = self._elapsed()
-        tail = losses[-10:]
-        summary = {
-            "method": self.cfg.method, "backend": "mlx", "model": self.cfg.model.name,
-            "steps": self.step, "stopped": reason,
-            "train_loss": losses[-1] if losses else None,
-            "train_loss_last10": sum(tail) / len(tail) if tail else None,
-            "first_eval_loss": self.first_eval, "final_eval_loss": self.last_eval,
-            "best_eval_loss": self.best[0] if self.best[1] is not None else None,
-            "best_step": self.best[1],
-            "best_checkpoint": (str(self.run.checkpoint_path(self.best[1]))
-                                if self.best[1] else None),
-            "tokens_per_s": self.tokens_seen / wall if wall > 0 else None,
-            "tokens_seen": self.tokens_seen,
-            "peak_memory_mb": peak_memory_mb(),
-            "wall_s": wall, "setup_s": self.setup_s,
-            "device": self.device,
-            "adapter": str(self.run.adapter), "adapter_mlx": str(self.run.root / MLX_ADAPTER),
-            "output_dir": str(self.run.root),
-            "final_train_metrics": self.last_step_metrics,
-            "final_eval_metrics": self.last_eval_metrics,
-        }
-        self.run.write_json("summary.json", summary)
-        self.callbacks.on_end(summary, "interrupted" if reason == "interrupted" else "completed")
-        return summary
+        return {"adapter_mlx": str(self.run.root / MLX_ADAPTER)}
+
+    def peak_memory(self) -> float:
+        return peak_memory_mb()
 
 
 MLX_METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "simpo")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ...errors import ModelError
 from ...models import ModelRef, resolve
 from ..common import (ADAPTER_META, ATTN_NAMES, MLP_NAMES, atomic_dir, load_tokenizer,  # noqa: F401
-                      target_names)
+                      groups_as_rows, target_names)
 
 
 def quiet_hf() -> None:
@@ -343,18 +343,11 @@ def group_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def group_logps_by_rows(model, groups, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Same result as :func:`group_logps` with one padded row per completion (the fallback)."""
-    K = max(len(b) for _, b in groups)
-    seqs, masks, where = [], [], []
-    for r, (p, branches) in enumerate(groups):
-        for k, (c, m) in enumerate(branches):
-            seqs.append(list(p) + list(c))
-            masks.append([0] * len(p) + list(m))
-            where.append(r * K + k)
+    seqs, masks, where, K, counts = groups_as_rows(groups)
     b = to_batch(seqs, masks, pad_id, device)
     per_row = token_logps(model, b["input_ids"], b["attention_mask"], b["loss_mask"]).sum(-1)
     idx = torch.tensor(where, dtype=torch.long, device=per_row.device)
     sums = torch.zeros(len(groups) * K, dtype=per_row.dtype, device=per_row.device)
-    counts = [[int(sum(m)) for _, m in b] + [0] * (K - len(b)) for _, b in groups]
     return (sums.index_add(0, idx, per_row).view(len(groups), K),
             torch.tensor(counts, dtype=torch.float32, device=per_row.device))
 

@@ -362,15 +362,27 @@ class Trainer:
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t_start)
 
+    backend_name = "torch"
+
+    def save_final_adapter(self, meta: dict) -> dict:
+        """Write the run's adapter; return extra summary entries (the mlx loop adds its format)."""
+        save_adapter(self.model, self.run.adapter, meta)
+        return {}
+
+    def peak_memory(self) -> float:
+        return peak_memory_mb(self.device)
+
     def finish(self, reason: str, losses: list[float]) -> dict:
         meta = {"base_model": self.cfg.model.name, "base_model_path": self.model_ref.path,
                 "method": self.cfg.method, "step": self.step, "mindprint_version": __version__}
-        save_adapter(self.model, self.run.adapter, meta)
+        if self.backend_name != "torch":
+            meta["backend"] = self.backend_name
+        extra = self.save_final_adapter(meta)
         self.run.write_metrics_csv()
         wall = self._elapsed()
         tail = losses[-10:]
         summary = {
-            "method": self.cfg.method, "backend": "torch", "model": self.cfg.model.name,
+            "method": self.cfg.method, "backend": self.backend_name, "model": self.cfg.model.name,
             "steps": self.step, "stopped": reason,
             "train_loss": losses[-1] if losses else None,
             "train_loss_last10": sum(tail) / len(tail) if tail else None,
@@ -381,10 +393,10 @@ class Trainer:
                                 if self.best[1] else None),
             "tokens_per_s": self.tokens_seen / wall if wall > 0 else None,
             "tokens_seen": self.tokens_seen,
-            "peak_memory_mb": peak_memory_mb(self.device),
+            "peak_memory_mb": self.peak_memory(),
             "wall_s": wall, "setup_s": self.setup_s,
             "device": str(self.device),
-            "adapter": str(self.run.adapter), "output_dir": str(self.run.root),
+            "adapter": str(self.run.adapter), **extra, "output_dir": str(self.run.root),
             # the method's own numbers: last logged step (e.g. rewards/margin) and last eval
             "final_train_metrics": self.last_step_metrics,
             "final_eval_metrics": self.last_eval_metrics,
