@@ -200,10 +200,11 @@ class GRPOConfig(_Section):
     sample_every: int = Field(10, ge=0, description="grpo: steps between writes of sampled "
                               "completions to samples.jsonl (0: never)")
 
-    @field_validator("group_size", mode="before")
+    @field_validator("group_size")
     @classmethod
-    def _group_of_two(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 2:
+    def _group_of_two(cls, v: int) -> int:
+        # after coercion, so 1.0 / "1" / 0 are refused as surely as 1
+        if v < 2:
             raise ValueError("must be at least 2: with one completion per prompt there is no "
                              "group to compare it with, so every advantage is 0")
         return v

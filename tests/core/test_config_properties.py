@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,3 +49,10 @@ def test_unknown_keys_are_refused_with_a_message(key):
 @given(st.text(max_size=40))
 def test_scalar_parsing_never_raises(text):
     C._parse_scalar(text)
+
+
+@pytest.mark.parametrize("value", [0, 1, 0.0, 1.0, "1", -3])
+def test_group_size_below_two_is_refused_whatever_its_type(value):
+    # found by the property test above: 0.0 slipped past a check that only looked at ints
+    with pytest.raises(ConfigError, match="grpo.group_size: must be at least 2"):
+        C.from_dict({"data": {"train": "t"}, "grpo": {"group_size": value}})
