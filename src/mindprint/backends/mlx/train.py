@@ -26,7 +26,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ...config import Config, dump_yaml
-from ...data.batching import StepSampler, eval_batches
+from ...data.batching import eval_batches
 from ...errors import MindprintError, TrainingStopped
 from ...models import resolve
 from ...outputs import write_atomic
@@ -83,16 +83,7 @@ class MLXTrainer(Trainer):
         self.lr_f = lr_lambda(cfg)
         self.opt = optim.AdamW(learning_rate=t.lr, betas=list(t.adam_betas), eps=t.adam_eps,
                                weight_decay=t.weight_decay, bias_correction=True)
-        self.sampler = StepSampler(self.data.train_lengths, t.batch_size, t.grad_accum, t.seed)
-        self.step = 0
-        self.best = (math.inf, None)
-        self.bad_evals = 0
-        self.first_eval = None
-        self.last_eval = None
-        self.last_step_metrics: dict = {}
-        self.last_eval_metrics: dict = {}
-        self.elapsed_before = 0.0
-        self.tokens_seen = 0
+        self._init_loop_state()
         if self.resume:
             self._load_checkpoint(self.run.latest_checkpoint())
         else:
@@ -201,16 +192,7 @@ class MLXTrainer(Trainer):
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         mx.eval(self.model.parameters(), self.opt.state)
-        self.step = state["step"]
-        self.sampler.load_state(state["sampler"])
-        self.best = (state["best"][0], state["best"][1])
-        self.bad_evals = state["bad_evals"]
-        self.first_eval = state["first_eval"]
-        self.last_eval = state["last_eval"]
-        self.tokens_seen = state["tokens_seen"]
-        self.elapsed_before = state["elapsed_s"]
-        self.run.truncate_metrics(self.step)
-        self.log(f"resumed from {path} (step {self.step})")
+        self._restore_loop_state(state, path)
 
     # -- the end -------------------------------------------------------------------------------
     backend_name = "mlx"

@@ -143,17 +143,7 @@ class Trainer:
         self.params = params
         self.opt = make_optimizer(params, cfg.train)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.sampler = StepSampler(self.data.train_lengths, cfg.train.batch_size,
-                                   cfg.train.grad_accum, cfg.train.seed)
-        self.step = 0
-        self.best = (math.inf, None)          # (eval_loss, step)
-        self.bad_evals = 0
-        self.first_eval = None
-        self.last_eval = None
-        self.last_step_metrics: dict = {}
-        self.last_eval_metrics: dict = {}
-        self.elapsed_before = 0.0
-        self.tokens_seen = 0
+        self._init_loop_state()
         if self.resume:
             self._load_checkpoint(self.run.latest_checkpoint())
         else:
@@ -168,6 +158,32 @@ class Trainer:
             model_spec=cfg.model.name, model_kind=self.model_ref.kind, model_path=self.model_ref.path,
             train=self.data.train, eval=self.data.eval, resumed=self.resume, step=self.step,
             log=self.log))
+
+    # -- loop state shared by every backend's trainer -----------------------------------------
+    def _init_loop_state(self) -> None:
+        t = self.cfg.train
+        self.sampler = StepSampler(self.data.train_lengths, t.batch_size, t.grad_accum, t.seed)
+        self.step = 0
+        self.best = (math.inf, None)          # (eval_loss, step)
+        self.bad_evals = 0
+        self.first_eval = None
+        self.last_eval = None
+        self.last_step_metrics: dict = {}
+        self.last_eval_metrics: dict = {}
+        self.elapsed_before = 0.0
+        self.tokens_seen = 0
+
+    def _restore_loop_state(self, state: dict, path: Path) -> None:
+        self.step = state["step"]
+        self.sampler.load_state(state["sampler"])
+        self.best = (state["best"][0], state["best"][1])
+        self.bad_evals = state["bad_evals"]
+        self.first_eval = state["first_eval"]
+        self.last_eval = state["last_eval"]
+        self.tokens_seen = state["tokens_seen"]
+        self.elapsed_before = state["elapsed_s"]
+        self.run.truncate_metrics(self.step)
+        self.log(f"resumed from {path} (step {self.step})")
 
     # -- one step ------------------------------------------------------------------------------
     def _examples(self, idx):
@@ -260,16 +276,7 @@ class Trainer:
         self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         _set_rng_state(blob["rng"])
-        self.step = state["step"]
-        self.sampler.load_state(state["sampler"])
-        self.best = (state["best"][0], state["best"][1])
-        self.bad_evals = state["bad_evals"]
-        self.first_eval = state["first_eval"]
-        self.last_eval = state["last_eval"]
-        self.tokens_seen = state["tokens_seen"]
-        self.elapsed_before = state["elapsed_s"]
-        self.run.truncate_metrics(self.step)
-        self.log(f"resumed from {path} (step {self.step})")
+        self._restore_loop_state(state, path)
 
     # -- the loop ------------------------------------------------------------------------------
     def _record_eval(self, metrics: dict) -> bool:
