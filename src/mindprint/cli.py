@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parsers(sub)
     add_export_parsers(sub)
     add_adapter_parsers(sub)
+    from .server.cli import add_parsers as add_serve_parsers   # serve (web UI)
+
+    add_serve_parsers(sub)
 
     r = sub.add_parser("runs", help="list, show and compare run directories")
     rsub = r.add_subparsers(dest="runs_command", metavar="ACTION")
