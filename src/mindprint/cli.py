@@ -49,8 +49,10 @@ def cmd_train(args) -> int:
     else:
         from .backends.torch.train import run_training
 
-    print(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
-          f"→ {cfg.output_dir}", file=sys.stderr)
+    # under torchrun / accelerate launch only rank 0 speaks (the trainer silences the others)
+    say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)
+    say(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
+        f"→ {cfg.output_dir}", file=sys.stderr)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     callbacks = None
     if original is not None:                      # the manifest writer warns about differences
@@ -62,14 +64,14 @@ def cmd_train(args) -> int:
                            callbacks=callbacks)
     first, final = summary.get("first_eval_loss"), summary.get("final_eval_loss")
     ev = f"; eval loss {first:.4f} → {final:.4f}" if first is not None and final is not None else ""
-    print(f"done: {summary['steps']} steps ({summary['stopped']}){ev}", file=sys.stderr)
+    say(f"done: {summary['steps']} steps ({summary['stopped']}){ev}", file=sys.stderr)
     if original is not None:
         from .manifest import compare_outcome
 
         for line in compare_outcome(args.reproduce, summary):
-            print(f"reproduce: {line}", file=sys.stderr)
-    print(f"run directory: {summary['output_dir']}")
-    print(f"adapter: {summary['adapter']}")
+            say(f"reproduce: {line}", file=sys.stderr)
+    say(f"run directory: {summary['output_dir']}")
+    say(f"adapter: {summary['adapter']}")
     return 0
 
 

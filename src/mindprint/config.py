@@ -38,6 +38,10 @@ class ModelConfig(_Section):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="attention kernel passed to transformers (auto = sdpa when available)"
     )
+    quantize: Literal[4, 8] | None = Field(
+        None, description="load the frozen base quantised to 4 or 8 bits (torch: bitsandbytes on "
+        "CUDA, 4 = QLoRA with NF4 and double quantisation); null: unquantised"
+    )
 
 
 class DataConfig(_Section):
@@ -93,6 +97,11 @@ class TrainConfig(_Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    fsdp: bool = Field(False, description="under torchrun: shard the base and LoRA weights across "
+                       "processes with FSDP2 (for bases that do not fit one device); false: DDP")
+    liger: bool | Literal["auto"] = Field(
+        "auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU); auto = when liger-kernel "
+        "is installed and the device is CUDA")
 
 
 LoraTargets = Literal["attn", "attn_mlp", "all_linear"]

@@ -65,8 +65,22 @@ def cache_key(parts: dict) -> str:
                           ).hexdigest()[:32]
 
 
-def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print) -> torch.Tensor:
-    """The tensor stored under ``parts``' key, or ``compute()``'s result stored there first."""
+def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print,
+           dist=None) -> torch.Tensor:
+    """The tensor stored under ``parts``' key, or ``compute()``'s result stored there first.
+
+    Under torchrun (``dist``) rank 0 alone reads and writes the cache and hands the table to every
+    rank; ``compute`` then runs on every rank (it splits the work between them itself)."""
+    if dist is not None:
+        t = dist.broadcast(_load(parts, what, log) if dist.is_main else None)
+        if t is not None:
+            return t
+        t0 = time.monotonic()
+        t = compute().detach().to("cpu", torch.float64).contiguous()
+        if dist.is_main:
+            _store(parts, t, what, log, t0)
+        dist.barrier()
+        return t
     path = reference_dir() / f"{cache_key(parts)}.safetensors"
     if path.exists():
         try:
@@ -84,3 +98,27 @@ def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print
     os.replace(tmp, path)
     log(f"{what}: computed in {time.monotonic() - t0:.1f}s, cached in {path}")
     return t
+
+
+def _load(parts: dict, what: str, log) -> torch.Tensor | None:
+    path = reference_dir() / f"{cache_key(parts)}.safetensors"
+    if not path.exists():
+        return None
+    try:
+        t = load_file(str(path))["logps"]
+    except Exception as e:   # noqa: BLE001 - a damaged entry is recomputed, never trusted
+        log(f"{what}: ignoring unreadable cache entry {path} ({e})")
+        return None
+    log(f"{what}: loaded from cache {path}")
+    return t
+
+
+def _store(parts: dict, t: torch.Tensor, what: str, log, t0: float) -> None:
+    path = reference_dir() / f"{cache_key(parts)}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    meta = {k: str(v) for k, v in parts.items() if k != "data"}
+    save_file({"logps": t}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    log(f"{what}: computed in {time.monotonic() - t0:.1f}s (split over the processes), cached "
+        f"in {path}")

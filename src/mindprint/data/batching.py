@@ -14,6 +14,11 @@ batch 4 × accum 1 and batch 1 × accum 4 see the same examples in the same step
    micro-batches within a step are homogeneous as well.
 
 The last incomplete step group of an epoch is dropped (examples rotate across epochs).
+
+Across ``world_size`` processes (torchrun) a step group holds ``batch_size × grad_accum ×
+world_size`` examples — the same groups a single process with ``batch_size × world_size`` sees —
+and global micro-batch ``i`` is split between the ranks by stride (rank ``r`` takes members
+``r, r + world_size, …`` of the length-sorted micro-batch, so every rank gets similar lengths).
 """
 
 from __future__ import annotations
@@ -54,13 +59,15 @@ class StepSampler:
     seed: int
     epoch: int = 0
     pos: int = 0          # step groups already consumed in this epoch
+    world_size: int = 1   # processes sharing each step (torchrun)
+    rank: int = 0
 
     def __post_init__(self) -> None:
         self._groups: list[list[int]] | None = None
 
     @property
     def group_size(self) -> int:
-        return self.batch_size * self.grad_accum
+        return self.batch_size * self.grad_accum * self.world_size
 
     def _epoch_groups(self) -> list[list[int]]:
         if self._groups is None:
@@ -79,14 +86,30 @@ class StepSampler:
             groups = self._epoch_groups()
         g = groups[self.pos]
         self.pos += 1
-        return [g[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.grad_accum)]
+        if self.world_size == 1:
+            return [g[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.grad_accum)]
+        B = self.batch_size * self.world_size
+        return [g[i * B:(i + 1) * B][self.rank::self.world_size] for i in range(self.grad_accum)]
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
+        # the global position (examples consumed in this epoch) lets a resume with another
+        # world size continue the same global order
+        return {"epoch": self.epoch, "pos": self.pos, "group_size": self.group_size,
+                "samples": self.pos * self.group_size}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> str | None:
+        """Restore the position; a note when the global batch differs from the checkpoint's."""
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._groups = None
+        old = int(state.get("group_size", self.group_size))
+        if old == self.group_size:
+            return None
+        samples = int(state.get("samples", self.pos * old))
+        self.pos = samples // self.group_size
+        return (f"the global batch (batch_size × grad_accum × processes) was {old} and is now "
+                f"{self.group_size}: continuing at example {self.pos * self.group_size} of epoch "
+                f"{self.epoch} (of {samples} consumed), with this epoch regrouped; keep the global "
+                f"batch to continue the exact same order")
 
 
 def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

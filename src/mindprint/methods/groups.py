@@ -171,6 +171,18 @@ def reference_logps(backend, groups: list[Group], batch_size: int) -> torch.Tens
     """``[N, K]`` summed log-probs of every completion under the adapter-free model (eval mode)."""
     K = max(len(g.completions) for g in groups)
     out = torch.zeros((len(groups), K), dtype=torch.float64)
+    dist = getattr(backend, "dist", None)
+    if dist is not None:      # torchrun: each rank scores its share, then all ranks share all
+        from ..backends.torch.dist import padded_share
+
+        mine, extra = padded_share(dist, list(_batches(groups, batch_size)))
+        done = [(idx, _cpu64(live_reference(backend, [groups[i] for i in idx]))) for idx in mine]
+        for idx in extra:     # FSDP: as many passes on every rank
+            live_reference(backend, [groups[i] for i in idx])
+        for part in dist.gather(done):
+            for idx, sums in part:
+                out[idx, :sums.shape[1]] = sums
+        return out
     for idx in _batches(groups, batch_size):
         sums = _cpu64(live_reference(backend, [groups[i] for i in idx]))
         out[idx, :sums.shape[1]] = sums
@@ -211,7 +223,8 @@ def attach_reference(backend, cfg, groups: list[Group], what: str, log, *, weigh
              "data": reference.data_hash([[g.prompt, g.completions, g.masks] for g in groups])}
     size = max(cfg.train.eval_batch_size or cfg.train.batch_size, 1)
     table = reference.cached(parts, lambda: reference_logps(backend, groups, size),
-                             what=f"reference log-probs for {what} ({len(groups)} prompts)", log=log)
+                             what=f"reference log-probs for {what} ({len(groups)} prompts)", log=log,
+                             dist=getattr(backend, "dist", None))
     for g, row in zip(groups, table):
         g.ref = row[:len(g.completions)].to(torch.float32)
 

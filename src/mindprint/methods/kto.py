@@ -94,7 +94,8 @@ class KTOMethod:
             return
         from ..reference import weights_hash
 
-        weights = weights_hash(backend.model)
+        weights = (backend.weights_hash() if hasattr(backend, "weights_hash")
+                   else weights_hash(backend.model))
         for split, what in ((data.train, "data.train"), (data.eval, "data.eval")):
             attach_reference(backend, self.cfg, split, what, log, weights=weights)
             attach_reference(backend, self.cfg, [g.kl for g in split], what + " KL pairs", log,

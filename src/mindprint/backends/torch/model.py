@@ -50,7 +50,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_base(ref: ModelRef, *, dtype: str = "auto", device: str = "auto",
-              attn_implementation: str = "auto"):
+              attn_implementation: str = "auto", quantize: int | None = None):
     from transformers import AutoModelForCausalLM
 
     quiet_hf()
@@ -59,6 +59,8 @@ def load_base(ref: ModelRef, *, dtype: str = "auto", device: str = "auto",
     kwargs = {"dtype": dt}
     if attn_implementation != "auto":
         kwargs["attn_implementation"] = attn_implementation
+    if quantize:
+        kwargs.update(quantization_kwargs(quantize, dev, dt))
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
         tok = load_tokenizer(ref.path)
@@ -67,8 +69,58 @@ def load_base(ref: ModelRef, *, dtype: str = "auto", device: str = "auto",
             raise ModelError(f"model '{ref.spec}' is neither an alias, a local directory nor a "
                              f"model in the local Hugging Face cache ({str(e).splitlines()[0]})") from None
         raise ModelError(f"{ref.spec}: cannot load model: {str(e).splitlines()[0]}") from None
-    model.to(dev)
+    if not quantize:         # bitsandbytes places its weights itself (device_map)
+        model.to(dev)
     return model, tok
+
+
+def quantization_kwargs(bits: int, dev: torch.device, compute_dtype: torch.dtype) -> dict:
+    """from_pretrained arguments for a bitsandbytes base: 4-bit NF4 with double quantisation
+    (QLoRA) or 8-bit. The LoRA weights stay in ``compute_dtype``; only the frozen base is packed."""
+    if dev.type != "cuda":
+        raise ModelError(f"model.quantize: {bits} loads the base through bitsandbytes, which needs "
+                         f"a CUDA device (this run is on {dev.type}); use model.quantize: null")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError(f"model.quantize: {bits} needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if bits == 4:
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
+    else:
+        q = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": q,
+            "device_map": {"": dev.index if dev.index is not None else torch.cuda.current_device()}}
+
+
+def apply_liger(model, setting, device: torch.device, log=print) -> bool:
+    """Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) patched into ``model`` in place.
+    ``auto``: when liger-kernel is installed and the device is CUDA; ``true``: required;
+    ``false``: never. The LM head and loss stay Mindprint's own (chunked selected log-probs)."""
+    if setting is False or setting is None:
+        return False
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        if setting == "auto":
+            return False
+        raise ModelError("train.liger: true needs liger-kernel: pip install liger-kernel") from None
+    if device.type != "cuda":
+        if setting == "auto":
+            return False
+        raise ModelError(f"train.liger: true needs a CUDA device (this run is on {device.type})")
+    try:
+        _apply_liger_kernel_to_instance(model=model, cross_entropy=False,
+                                        fused_linear_cross_entropy=False)
+    except Exception as e:   # noqa: BLE001 - an unsupported architecture keeps the stock kernels
+        if setting is True:
+            raise ModelError(f"train.liger: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        log(f"warning: train.liger: not applied ({str(e).splitlines()[0] if str(e) else e!r})")
+        return False
+    log("liger kernels: on")
+    return True
 
 
 def linear_module_names(model) -> set[str]:
@@ -400,31 +452,47 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, *, runner=None, dist=None, weights_hash: str | None = None):
         from ...losses import xp as xpmod
 
         self.model, self.tokenizer = model, tokenizer
+        # torchrun: every pass goes through the DDP/FSDP-wrapped runner (see dist.py)
+        self.runner, self.dist, self._weights_hash = runner, dist, weights_hash
         self.device = next(model.parameters()).device
         self.xp = xpmod.get("torch")
         self._group_layout: str | None = None
+
+    def forward(self, fn, *args, **kwargs):
+        """``fn(model, *args, **kwargs)``, through DDP / FSDP when the run is distributed."""
+        if self.runner is None:
+            return fn(self.model, *args, **kwargs)
+        return self.runner(fn, *args, **kwargs)
+
+    def weights_hash(self) -> str:
+        """sha256 of the adapter-free weights (the reference log-prob cache key)."""
+        if self._weights_hash is None:
+            from ...reference import weights_hash
+
+            self._weights_hash = weights_hash(self.model)
+        return self._weights_hash
 
     def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
         return to_batch(seqs, masks, self.tokenizer.pad_token_id, self.device)
 
     def token_logps(self, batch: dict) -> torch.Tensor:
-        return token_logps(self.model, batch["input_ids"], batch["attention_mask"],
-                           batch["loss_mask"])
+        return self.forward(token_logps, batch["input_ids"], batch["attention_mask"],
+                            batch["loss_mask"])
 
     def token_logps_and_kl(self, batch: dict, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Target log-probs and τ²·KL(base ‖ tuned) per position (see :func:`token_logps_and_kl`)."""
-        return token_logps_and_kl(self.model, batch["input_ids"], batch["attention_mask"],
-                                  batch["loss_mask"], tau)
+        return self.forward(token_logps_and_kl, batch["input_ids"], batch["attention_mask"],
+                            batch["loss_mask"], tau)
 
     @property
     def group_layout(self) -> str:
         """"shared_prompt" (one row per group) or "rows" (one row per completion), decided once."""
         if self._group_layout is None:
-            ok = shared_prompt_works(self.model, self.tokenizer.pad_token_id, self.device)
+            ok = self.forward(shared_prompt_works, self.tokenizer.pad_token_id, self.device)
             self._group_layout = "shared_prompt" if ok else "rows"
         return self._group_layout
 
@@ -436,9 +504,9 @@ class TorchBackend:
         """
         if self.group_layout == "shared_prompt":
             kind = _mask_kind(self.model)
-            return group_logps(self.model, group_batch(groups, self.tokenizer.pad_token_id,
-                                                       self.device, kind))
-        return group_logps_by_rows(self.model, groups, self.tokenizer.pad_token_id, self.device)
+            return self.forward(group_logps, group_batch(groups, self.tokenizer.pad_token_id,
+                                                         self.device, kind))
+        return self.forward(group_logps_by_rows, groups, self.tokenizer.pad_token_id, self.device)
 
     def disabled_adapter(self):
         """The base model, for reference passes: the same weights, adapters switched off."""
@@ -449,10 +517,14 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_adapter(model, path: Path, meta: dict) -> None:
-    """PEFT-format adapter (loads with ``PeftModel.from_pretrained``) + our metadata, atomically."""
+def save_adapter(model, path: Path, meta: dict, state_dict: dict | None = None) -> None:
+    """PEFT-format adapter (loads with ``PeftModel.from_pretrained``) + our metadata, atomically.
+    ``state_dict``: whole tensors to write instead of the model's own (FSDP shards them)."""
     with atomic_dir(Path(path)) as tmp:
-        model.save_pretrained(str(tmp))
+        if state_dict is None:
+            model.save_pretrained(str(tmp))
+        else:
+            model.save_pretrained(str(tmp), state_dict=state_dict)
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2))
 
 

@@ -9,6 +9,8 @@ interrupts.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -31,14 +33,18 @@ from ...outputs import RunDir, write_atomic
 from ...progress import TrainProgress
 from ...tracking import CallbackList, RunInfo, default_callbacks
 from ..common import lr_lambda  # noqa: F401  (shared with the mlx loop)
-from .model import (TorchBackend, add_lora, atomic_dir, load_adapter_weights, load_base,
-                    save_adapter)
+from . import dist as D
+from .model import (TorchBackend, add_lora, apply_liger, atomic_dir, load_adapter_weights,
+                    load_base, pick_device, pick_dtype, save_adapter)
 
 
-def make_optimizer(params, t) -> torch.optim.Optimizer:
+def make_optimizer(params, t, *, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW; the fused kernel where this torch has one for the device (hundreds of small LoRA
-    tensors make the per-tensor loop's overhead visible on CPU)."""
+    tensors make the per-tensor loop's overhead visible on CPU). FSDP's sharded parameters take
+    the plain per-tensor path."""
     kw = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
+    if not fused:
+        return torch.optim.AdamW(params, foreach=False, **kw)
     try:
         return torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
@@ -98,40 +104,88 @@ class Trainer:
                  log=print, callbacks: list | None = None, init_adapter: Path | None = None):
         self.cfg, self.method, self.log = cfg, method, log
         self.init_adapter = init_adapter     # start from these LoRA weights (a curriculum's last topic)
-        self.run = RunDir(cfg.output_dir)
+        # torchrun / accelerate launch: rank 0 alone writes the run directory (see dist.py)
+        self.dist = self._init_dist()
+        if self.dist is not None and not self.dist.is_main:
+            self.log = log = _quiet
+            callbacks = []
+        self.run = RunDir(cfg.output_dir) if self.dist is None or self.dist.is_main \
+            else _ReadOnlyRunDir(cfg.output_dir)
         # manifest.json + report_to trackers (mindprint.tracking); never able to stop a run
         self.callbacks = CallbackList(default_callbacks(cfg, log) if callbacks is None
                                       else callbacks, log)
         self.resume = resume
+        problem = None
+        if self.dist is None or self.dist.is_main:
+            problem = self._check_run_dir(resume, overwrite)
+        if self.dist is not None:
+            problem = self.dist.broadcast(problem)
+        if problem:
+            raise MindprintError(problem)
+
+    def _init_dist(self):
+        if D.env_world_size() <= 1:
+            return None
+        if self.backend_name != "torch":
+            raise MindprintError(f"backend {self.backend_name} runs in one process; start it without "
+                                 "torchrun / accelerate launch (or use backend: torch)")
+        return D.from_env(fsdp=self.cfg.train.fsdp)
+
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> str | None:
+        cfg = self.cfg
         if self.run.has_run() and not resume:
             if not overwrite:
-                raise MindprintError(f"{cfg.output_dir} already holds a run: pass --resume to "
-                                     "continue it, --overwrite to replace it, or choose another "
-                                     "output_dir")
+                return (f"{cfg.output_dir} already holds a run: pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another output_dir")
             self.run.clear()
         if resume and self.run.latest_checkpoint() is None:
-            raise MindprintError(f"--resume: no checkpoint in {cfg.output_dir}/checkpoints")
+            return f"--resume: no checkpoint in {cfg.output_dir}/checkpoints"
+        return None
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
         t0 = time.monotonic()
-        torch.set_num_threads(cfg.train.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(cfg.train.num_threads or self._default_threads())
         self.model_ref = resolve(cfg.model.name)
-        base, self.tok = load_base(self.model_ref, dtype=cfg.model.dtype, device=cfg.model.device,
-                                   attn_implementation=cfg.model.attn_implementation)
-        self.device = next(base.parameters()).device
+        quantize = getattr(cfg.model, "quantize", None)
+        fsdp = self.dist is not None and self.dist.fsdp
+        if cfg.train.fsdp and self.dist is None:
+            self.log("warning: train.fsdp shards across processes; this is one process (start "
+                     "it with torchrun --nproc_per_node N), so it trains unsharded")
+        if fsdp and quantize:
+            raise MindprintError("train.fsdp with model.quantize is not supported: use DDP "
+                                 "(train.fsdp: false) for QLoRA across GPUs")
+        device, dtype = pick_device(cfg.model.device), cfg.model.dtype
+        if fsdp and dtype == "auto":     # the target device's default, not the CPU's
+            dtype = "bfloat16" if pick_dtype("auto", device) == torch.bfloat16 else "float32"
+        # FSDP: load on the CPU and let fully_shard move each rank's shard to the device
+        base, self.tok = load_base(self.model_ref, dtype=dtype,
+                                   device="cpu" if fsdp else cfg.model.device,
+                                   attn_implementation=cfg.model.attn_implementation,
+                                   **({"quantize": quantize} if quantize else {}))
+        self.device = device if fsdp else next(base.parameters()).device
         self.data = self.method.prepare(self.tok)
         for note in self.data.notes:
             self.log(f"warning: {note}")
         if cfg.train.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
+        apply_liger(base, getattr(cfg.train, "liger", False), device, self.log)
         self.model = add_lora(base, cfg.lora, cfg.train.seed)
         if self.init_adapter is not None:
             load_adapter_weights(self.model, self.init_adapter)
         self.model.train()
-        self.backend = TorchBackend(self.model, self.tok)
+        self.runner = None
+        if self.dist is None:
+            self.backend = TorchBackend(self.model, self.tok)
+        else:
+            from ...reference import weights_hash
+
+            whash = weights_hash(self.model)        # before sharding: the same on every rank
+            self.runner = D.wrap(self.model, self.dist, self.device)
+            self.backend = TorchBackend(self.model, self.tok, runner=self.runner, dist=self.dist,
+                                        weights_hash=whash)
         self.voice = None
         if cfg.eval.every:     # voice fidelity during training, see mindprint.evaluate.probe
             from ...evaluate.probe import VoiceProbe
@@ -141,7 +195,7 @@ class Trainer:
             self.method.on_setup(self.backend, self.data, self.log)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.params = params
-        self.opt = make_optimizer(params, cfg.train)
+        self.opt = make_optimizer(params, cfg.train, fused=not fsdp)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self._init_loop_state()
         if self.resume:
@@ -150,8 +204,9 @@ class Trainer:
             random.seed(cfg.train.seed)
             np.random.seed(cfg.train.seed)
             torch.manual_seed(cfg.train.seed)
-        self.run.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.run.root / "config.yaml", dump_yaml(cfg))
+        if self.dist is None or self.dist.is_main:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.run.root / "config.yaml", dump_yaml(cfg))
         self.setup_s = time.monotonic() - t0
         self.callbacks.on_start(RunInfo(
             config=cfg, run_dir=self.run.root, backend="torch", device=str(self.device),
@@ -159,10 +214,19 @@ class Trainer:
             train=self.data.train, eval=self.data.eval, resumed=self.resume, step=self.step,
             log=self.log))
 
+    def _default_threads(self) -> int:
+        """All cores, shared between the processes of this node under torchrun."""
+        n = os.cpu_count() or 1
+        if self.dist is not None:
+            n //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+        return max(n, 1)
+
     # -- loop state shared by every backend's trainer -----------------------------------------
     def _init_loop_state(self) -> None:
         t = self.cfg.train
-        self.sampler = StepSampler(self.data.train_lengths, t.batch_size, t.grad_accum, t.seed)
+        d = getattr(self, "dist", None)
+        self.sampler = StepSampler(self.data.train_lengths, t.batch_size, t.grad_accum, t.seed,
+                                   **({"world_size": d.world_size, "rank": d.rank} if d else {}))
         self.step = 0
         self.best = (math.inf, None)          # (eval_loss, step)
         self.bad_evals = 0
@@ -175,7 +239,9 @@ class Trainer:
 
     def _restore_loop_state(self, state: dict, path: Path) -> None:
         self.step = state["step"]
-        self.sampler.load_state(state["sampler"])
+        note = self.sampler.load_state(state["sampler"])
+        if note:
+            self.log(f"warning: {note}")
         self.best = (state["best"][0], state["best"][1])
         self.bad_evals = state["bad_evals"]
         self.first_eval = state["first_eval"]
@@ -190,6 +256,8 @@ class Trainer:
         return [self.data.train[i] for i in idx]
 
     def train_step(self) -> dict:
+        if self.dist is not None:
+            return self._dist_train_step()
         micro = self.sampler.next_step()
         groups = [self._examples(m) for m in micro]
         if hasattr(self.method, "rollout"):     # RL: sample and score completions for this step
@@ -222,6 +290,61 @@ class Trainer:
         return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens,
                 "metrics": self.method.step_metrics(sums)}
 
+    def _dist_train_step(self) -> dict:
+        """One step across ranks: this rank's share of every global micro-batch, the normaliser
+        summed over ranks, gradients reduced once per step (no_sync on the other micro-batches)."""
+        d = self.dist
+        micro = self.sampler.next_step()
+        groups = [self._examples(m) for m in micro]
+        if hasattr(self.method, "rollout"):     # RL: each rank samples for its own prompts
+            groups = self.method.rollout(self.backend, groups, self.step)
+        norm = _sum_over_ranks(d, sum(self.method.weight(g) for g in groups))
+        loss_total, tokens, sums = 0.0, 0, {}
+        for i, g in enumerate(groups):
+            with self._grad_sync(i == len(groups) - 1):
+                loss, m = self.method.micro_loss(self.backend, g, norm)
+                # DDP / FSDP average gradients over ranks: × world size makes it their sum
+                (loss * d.world_size).backward()
+            loss_total += float(loss.detach())
+            tokens += sum(self.method.n_tokens(r) for r in g)
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+        sums = d.sum_dicts({**sums, "\0loss": loss_total, "\0tokens": float(tokens)})
+        loss_total, tokens = sums.pop("\0loss"), int(sums.pop("\0tokens"))
+        if not math.isfinite(loss_total):      # the same value on every rank: all stop together
+            raise TrainingStopped(self._nan_message("loss", loss_total))
+        if self.cfg.train.max_grad_norm:
+            gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
+        else:
+            gn = torch.linalg.vector_norm(torch.stack([D.full(p.grad.norm()) for p in self.params
+                                                       if p.grad is not None]))
+        gn = float(D.full(gn))
+        if not math.isfinite(gn):
+            raise TrainingStopped(self._nan_message("gradient norm", gn))
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += tokens
+        return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens,
+                "metrics": self.method.step_metrics(sums)}
+
+    @contextlib.contextmanager
+    def _grad_sync(self, sync: bool):
+        """Reduce gradients after this backward only when ``sync`` (the step's last micro-batch)."""
+        if sync:
+            yield
+        elif self.dist.fsdp:
+            self.runner.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                self.runner.set_requires_gradient_sync(True)
+        else:
+            with self.runner.no_sync():
+                yield
+
     def _nan_message(self, what: str, value: float) -> str:
         last = self.run.latest_checkpoint()
         keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written yet"
@@ -235,10 +358,17 @@ class Trainer:
         self.model.eval()
         sums: dict = {}
         lengths = [self.method.n_tokens(r) for r in self.data.eval]
-        for idx in eval_batches(lengths, self.cfg.train.eval_batch_size):
+        batches = eval_batches(lengths, self.cfg.train.eval_batch_size)
+        if self.dist is not None:            # each rank its share; FSDP needs equal pass counts
+            batches, extra = D.padded_share(self.dist, batches)
+            for idx in extra:
+                self.method.eval_sums(self.backend, [self.data.eval[i] for i in idx])
+        for idx in batches:
             for k, v in self.method.eval_sums(self.backend, [self.data.eval[i] for i in idx]).items():
                 sums[k] = sums.get(k, 0.0) + v
         self.model.train()
+        if self.dist is not None:
+            sums = self.dist.sum_dicts(sums)
         return self.method.eval_metrics(sums)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -250,6 +380,8 @@ class Trainer:
                 "mindprint_version": __version__}
 
     def save_checkpoint(self) -> Path:
+        if self.dist is not None:
+            return self._dist_save_checkpoint()
         path = self.run.checkpoint_path(self.step)
         with atomic_dir(path) as tmp:
             save_file({n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters()
@@ -262,8 +394,11 @@ class Trainer:
         return path
 
     def _load_checkpoint(self, path: Path) -> None:
-        state = json.loads((path / "state.json").read_text())
-        weights = load_file(str(path / "trainable.safetensors"))
+        if self.dist is not None:       # rank 0 reads, every rank gets it (no shared disk needed)
+            state, weights, blob = self.dist.broadcast(
+                _read_checkpoint(path) if self.dist.is_main else None)
+        else:
+            state, weights, blob = _read_checkpoint(path)
         named = dict(self.model.named_parameters())
         missing = [n for n in weights if n not in named]
         if missing:
@@ -271,12 +406,51 @@ class Trainer:
                                  f"(e.g. {missing[0]}); resume with the config it was written with")
         with torch.no_grad():
             for n, t in weights.items():
-                named[n].copy_(t)
-        blob = torch.load(path / "optim.pt", weights_only=False)
-        self.opt.load_state_dict(blob["optimizer"])
+                if self.dist is None:
+                    named[n].copy_(t)
+                else:
+                    named[n].copy_(D.like(t, named[n]))
+        optim = blob["optimizer"]
+        if self.dist is not None and self.dist.fsdp:     # whole tensors → this rank's shards
+            for i, st in optim["state"].items():
+                p = self.params[int(i)]
+                for k, v in st.items():
+                    if k != "step" and torch.is_tensor(v) and v.shape == p.shape:
+                        st[k] = D.like(v, p)
+        self.opt.load_state_dict(optim)
         self.sched.load_state_dict(blob["scheduler"])
-        _set_rng_state(blob["rng"])
+        rng = blob["rng"]
+        ranks = blob.get("rng_ranks")
+        if self.dist is not None and ranks and len(ranks) == self.dist.world_size:
+            rng = ranks[self.dist.rank]     # same world size: each rank's own stream goes on
+        _set_rng_state(rng)
         self._restore_loop_state(state, path)
+
+    def _dist_save_checkpoint(self) -> Path:
+        """Whole tensors gathered from every rank (FSDP shards included), written by rank 0 in
+        the single-process format, so a resume may use any world size."""
+        d = self.dist
+        weights = {n: D.full(p.detach()).contiguous().cpu()
+                   for n, p in self.model.named_parameters() if p.requires_grad}
+        optim = self.opt.state_dict()
+        if d.fsdp:
+            for st in optim["state"].values():
+                for k, v in list(st.items()):
+                    if D.is_dtensor(v):
+                        st[k] = v.full_tensor().cpu()
+        rngs = d.gather(_rng_state())
+        path = self.run.checkpoint_path(self.step)
+        if d.is_main:
+            with atomic_dir(path) as tmp:
+                save_file(weights, str(tmp / "trainable.safetensors"))
+                torch.save({"optimizer": optim, "scheduler": self.sched.state_dict(),
+                            "rng": rngs[0], "rng_ranks": rngs}, tmp / "optim.pt")
+                (tmp / "state.json").write_text(json.dumps(
+                    {**self._state(), "world_size": d.world_size}, indent=2))
+            self.run.prune_checkpoints(self.cfg.train.keep_last, self.best[1])
+            self.run.write_metrics_csv()
+        d.barrier()
+        return path
 
     # -- the loop ------------------------------------------------------------------------------
     def _record_eval(self, metrics: dict) -> bool:
@@ -297,7 +471,9 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg.train
         self.t_start = time.monotonic()
-        progress = TrainProgress(cfg.max_steps, self.step, desc=f"{self.cfg.method} train")
+        progress = TrainProgress(cfg.max_steps, self.step, desc=f"{self.cfg.method} train",
+                                 **({"stream": open(os.devnull, "w")}
+                                    if self.dist is not None and not self.dist.is_main else {}))
         reason = "max_steps"
         window_t, window_tok = time.monotonic(), 0
         losses = []
@@ -341,6 +517,8 @@ class Trainer:
                         self._probe_voice(progress)
                     progress.update(self.step, m["loss"], tps)
                     timed_out = cfg.max_minutes and self._elapsed() >= cfg.max_minutes * 60
+                    if self.dist is not None:     # one decision for every rank
+                        timed_out, stop.requested = self.dist.any_flags(timed_out, stop.requested)
                     if timed_out and not stop_now:
                         reason = "time_cap"
                     if stop.requested:
@@ -373,8 +551,15 @@ class Trainer:
 
     def save_final_adapter(self, meta: dict) -> dict:
         """Write the run's adapter; return extra summary entries (the mlx loop adds its format)."""
-        save_adapter(self.model, self.run.adapter, meta)
-        return {}
+        if self.dist is None:
+            save_adapter(self.model, self.run.adapter, meta)
+            return {}
+        whole = {n: D.full(p.detach()).cpu() for n, p in self.model.named_parameters()
+                 if p.requires_grad} if self.dist.fsdp else None
+        if self.dist.is_main:
+            save_adapter(self.model, self.run.adapter, meta, state_dict=whole)
+        self.dist.barrier()
+        return {"world_size": self.dist.world_size, "fsdp": self.dist.fsdp}
 
     def peak_memory(self) -> float:
         return peak_memory_mb(self.device)
@@ -413,6 +598,35 @@ class Trainer:
         return summary
 
 
+def _read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
+    return (json.loads((path / "state.json").read_text()),
+            load_file(str(path / "trainable.safetensors")),
+            torch.load(path / "optim.pt", weights_only=False))
+
+
+def _sum_over_ranks(d, norm):
+    """A step normaliser (a number or a dataclass of numbers) summed over ranks."""
+    if dataclasses.is_dataclass(norm):
+        names = [f.name for f in dataclasses.fields(norm)]
+        return type(norm)(**dict(zip(names, d.sum_floats([float(getattr(norm, n)) for n in names]))))
+    return type(norm)(d.sum_floats([float(norm)])[0])
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
+class _ReadOnlyRunDir(RunDir):
+    """The run directory as ranks other than 0 see it: readable, never written."""
+
+    def clear(self) -> None: ...
+    def append_metrics(self, row: dict) -> None: ...
+    def truncate_metrics(self, after_step: int) -> None: ...
+    def write_metrics_csv(self) -> None: ...
+    def write_json(self, name: str, data: dict) -> None: ...
+    def prune_checkpoints(self, keep_last: int, best_step: int | None) -> None: ...
+
+
 def _eval_line(ev: dict) -> str:
     parts = [f"eval_loss {ev['eval_loss']:.4f}"]
     if "eval_ppl" in ev:
@@ -441,4 +655,7 @@ def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, 
     trainer = Trainer(cfg, method, resume=resume, overwrite=overwrite, log=log, callbacks=callbacks,
                       init_adapter=init_adapter)
     trainer.setup()
-    return trainer.train()
+    summary = trainer.train()
+    if trainer.dist is not None:
+        trainer.dist.barrier()     # rank 0 has written summary.json
+    return summary
