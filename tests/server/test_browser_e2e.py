@@ -106,6 +106,7 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
 
             # -- the run page: the loss chart fills as metrics arrive, then the run completes
             page.wait_for_url("**/#/run/r-*")
+            run_id = page.url.rsplit("/", 1)[-1]
             page.evaluate("""() => { window.__seen = []; setInterval(() => {
                 const c = document.querySelector('canvas[data-title="loss"]');
                 const n = c ? Number(c.dataset.points) : 0;
@@ -131,6 +132,21 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
             page.wait_for_function("Number(document.querySelector('canvas[data-title=\"train "
                                    "loss\"]')?.dataset.points) === 60")
             assert "train_loss" in page.text_content("#compare-metrics")
+
+            # -- evaluate the run (base vs tuned) and read the report and its sample generations
+            page.goto(f"{live_server}/#/run/{run_id}")
+            page.wait_for_selector("#eval-form")
+            page.select_option('#eval-form select[name="prompts"]', ids["held_out.jsonl"])
+            page.select_option('#eval-form select[name="chat"]', ids["held_out.jsonl"])
+            page.fill('#eval-form input[name="max_prompts"]', "2")
+            page.fill('#eval-form input[name="max_new_tokens"]', "8")
+            page.click("#eval-form button")
+            page.wait_for_url("**/#/eval/e-*")
+            page.wait_for_selector("#eval-summary", timeout=180_000)
+            summary = page.text_content("#eval-summary")
+            assert "voice_fidelity" in summary and "perplexity" in summary
+            assert page.locator("#eval-body .sample").count() == 2
+            assert "Tell me about" in page.text_content("#eval-body .sample")
         finally:
             ctx.close()
         assert not errors, errors
