@@ -36,10 +36,9 @@ def _peft_adapter(base_dir, out, *, dora=False, rslora=False, seed=0):
 
 @pytest.mark.parametrize("kind", ["lora", "dora", "rslora"])
 def test_peft_to_mlx_gives_the_same_logits_and_back(kind, tiny_model_dir, tmp_path):
-    from mlx_lm.tuner.utils import load_adapters
     from safetensors.numpy import load_file
 
-    from mindprint.backends.mlx.model import load_base
+    from mindprint.backends.mlx.model import load_with_adapter
     from mindprint.cli import main
     from mindprint.models import resolve
 
@@ -50,8 +49,7 @@ def test_peft_to_mlx_gives_the_same_logits_and_back(kind, tiny_model_dir, tmp_pa
     cfg = json.loads((tmp_path / "mlx" / "adapter_config.json").read_text())
     assert cfg["fine_tune_type"] == ("dora" if kind == "dora" else "lora")
     assert cfg["lora_parameters"]["scale"] == pytest.approx(12 / 2 if kind == "rslora" else 12 / 4)
-    model, _ = load_base(resolve(tiny_model_dir), dtype="float32")
-    load_adapters(model, str(tmp_path / "mlx"))
+    model, _ = load_with_adapter(resolve(tiny_model_dir), tmp_path / "mlx", dtype="float32")
     got = np.array(model(mx.array([IDS]))[0])
     assert np.abs(got - want).max() <= 1e-4
     # and back: the same tensors, a config PEFT reads to the same scale

@@ -77,6 +77,26 @@ def load_base(ref: ModelRef, *, dtype: str = "auto", quantize: int | None = None
     return model, load_tokenizer(str(path))
 
 
+def load_with_adapter(ref: ModelRef, adapter_mlx: Path, *, dtype: str = "auto"):
+    """The base with an mlx-lm-format adapter (``adapter-mlx/``) applied, in eval mode.
+
+    mlx-lm's ``load_adapters`` inserts fresh LoRA layers, and a fresh mlx module is in training
+    mode even inside a model in eval mode: their dropout (0.05 in the quickstart) would stay on and
+    move the bundled model's logits by up to 0.06. ``mlx_lm.load`` calls ``model.eval()`` after
+    loading adapters; so does this."""
+    from mlx_lm.tuner.utils import load_adapters
+
+    model, tok = load_base(ref, dtype=dtype)
+    try:
+        load_adapters(model, str(adapter_mlx))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise ModelError(f"{adapter_mlx}: not an mlx-lm adapter for this model: "
+                         f"{str(e).splitlines()[0]}") from None
+    model.eval()
+    mx.eval(model.parameters())
+    return model, tok
+
+
 def _linears(model):
     """(path, module) of the linear layers LoRA may target: inside the transformer blocks."""
     for name, mod in model.named_modules():
