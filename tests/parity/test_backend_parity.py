@@ -118,7 +118,7 @@ def test_sft_loss_and_grads_match(method, tiny_model_dir, sft_file, tmp_path):
     _check(*_losses(cfg, tiny_model_dir))
 
 
-@pytest.mark.parametrize("method", ["dpo", "ipo", "orpo", "simpo"])
+@pytest.mark.parametrize("method", ["dpo", "ipo", "orpo", "simpo", "kto"])
 def test_preference_loss_and_grads_match(method, tiny_model_dir, pref_file, tmp_path,
                                          monkeypatch):
     monkeypatch.setenv("MINDPRINT_CACHE", str(tmp_path / "cache"))

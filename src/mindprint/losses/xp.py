@@ -34,12 +34,17 @@ def _torch_namespace() -> SimpleNamespace:
         zeros_like=torch.zeros_like,
         ones_like=torch.ones_like,
         to_float=lambda x: float(x.detach().float().item()),
+        # method glue: pick entries of a flattened array by host-side index, host copies
+        take=lambda x, idx: x.reshape(-1)[torch.as_tensor(idx, dtype=torch.long, device=x.device)],
+        asarray=lambda values, like: torch.as_tensor(values, dtype=like.dtype, device=like.device),
+        to_numpy=lambda x: x.detach().float().cpu().numpy(),
     )
 
 
 def _mlx_namespace() -> SimpleNamespace:
     import mlx.core as mx
     import mlx.nn as nn
+    import numpy as np
 
     def clip(x, lo=None, hi=None):
         # torch.clamp semantics: one bound may be None
@@ -72,6 +77,9 @@ def _mlx_namespace() -> SimpleNamespace:
         ones_like=mx.ones_like,
         to_float=lambda x: float(mx.stop_gradient(x).astype(mx.float32).item())
         if isinstance(x, mx.array) else float(x),
+        take=lambda x, idx: mx.take(x.reshape(-1), mx.array(list(idx), dtype=mx.int32)),
+        asarray=lambda values, like: mx.array(values, dtype=like.dtype),
+        to_numpy=lambda x: np.array(mx.stop_gradient(x).astype(mx.float32)),
     )
 
 

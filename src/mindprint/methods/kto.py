@@ -14,8 +14,10 @@ z = max(0, mean(π_KL − ref_KL)) over the micro-batch, detached.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
+import numpy as np
 import torch
 
 from ..data.records import KTORecord
@@ -62,6 +64,17 @@ def add_kl_partners(tokenizer, groups, max_length: int, seed: int) -> None:
         kl, _ = render_group(tokenizer, prompt, partner.source[1], [True] * len(partner.labels),
                              max_length, groups[i].where, strict=False)
         groups[i].kl = kl if kl is not None else groups[i]
+
+
+def _scored(groups) -> list[tuple[int, int]]:
+    """(group, completion) of every completion with scored tokens, row-major."""
+    return [(i, k) for i, g in enumerate(groups) for k, m in enumerate(g.masks) if sum(m) > 0]
+
+
+def _flat(where, arr) -> list[int]:
+    """Flat indices into ``arr`` (``[R, K]``) of the (row, column) pairs ``where``."""
+    K = arr.shape[1]
+    return [i * K + k for i, k in where]
 
 
 class KTOMethod:
@@ -117,42 +130,44 @@ class KTOMethod:
 
     def _losses(self, backend, groups):
         xp, cfg = backend.xp, self.cfg.kto
-        sums, counts = backend.group_logps([g.packed() for g in groups])
+        sums, _ = backend.group_logps([g.packed() for g in groups])
         kls = [g.kl for g in groups]
-        with torch.no_grad():
+        with torch.no_grad() if xp.name == "torch" else contextlib.nullcontext():
             kl_sums, kl_counts = backend.group_logps([g.packed() for g in kls])
-        ref = self._reference(backend, groups, sums.device)
-        kl_ref = self._reference(backend, kls, sums.device)
-        valid = counts > 0
-        z = kto_kl_estimate(kl_sums[kl_counts > 0], kl_ref[kl_counts > 0], xp=xp)
-        labels = torch.zeros_like(sums, dtype=torch.bool)
-        for i, g in enumerate(groups):
-            labels[i, :len(g.labels)] = torch.tensor(g.labels)
-        y = labels[valid]
-        loss, m = kto_loss(sums[valid], ref[valid], y, z, beta=cfg.beta,
+        kl_sums = xp.stop_gradient(kl_sums)
+        ref = self._reference(backend, groups, backend.device)
+        kl_ref = self._reference(backend, kls, backend.device)
+        # scored completions, row-major (host-side index: mlx has no boolean-mask indexing)
+        where, kl_where = _scored(groups), _scored(kls)
+        z = kto_kl_estimate(xp.take(kl_sums, _flat(kl_where, kl_sums)),
+                            xp.take(kl_ref, _flat(kl_where, kl_ref)), xp=xp)
+        pol = xp.take(sums, _flat(where, sums))
+        y = xp.asarray([groups[i].labels[k] for i, k in where], like=pol)
+        loss, m = kto_loss(pol, xp.take(ref, _flat(where, ref)), y, z, beta=cfg.beta,
                            desirable_weight=cfg.desirable_weight,
                            undesirable_weight=cfg.undesirable_weight, xp=xp)
-        rewards = torch.zeros_like(sums)
-        rewards[valid] = m["rewards"]
-        pol = sums.detach()
+        yn = xp.to_numpy(y) > 0.5
+        rw, lp = xp.to_numpy(m["rewards"]), xp.to_numpy(pol)
+        n_tok = np.array([sum(groups[i].masks[k]) for i, k in where], dtype=np.float64)
         f = xp.to_float
-        stats = {"items": float(y.numel()), "loss_sum": f(loss.sum()), "kl_sum": f(z),
-                 "micro_batches": 1.0, "desirable": f(y.sum()), "undesirable": f((~y).sum()),
-                 "rewards/chosen": f(m["rewards"][y].sum()), "rewards/rejected": f(m["rewards"][~y].sum()),
-                 "logps/chosen": f(pol[valid][y].sum()), "logps/rejected": f(pol[valid][~y].sum()),
-                 "nll/chosen": -f(pol[valid][y].sum()), "chosen_tokens": f(counts[valid][y].sum()),
+        stats = {"items": float(len(where)), "loss_sum": f(xp.sum(loss)), "kl_sum": f(z),
+                 "micro_batches": 1.0, "desirable": float(yn.sum()), "undesirable": float((~yn).sum()),
+                 "rewards/chosen": float(rw[yn].sum()), "rewards/rejected": float(rw[~yn].sum()),
+                 "logps/chosen": float(lp[yn].sum()), "logps/rejected": float(lp[~yn].sum()),
+                 "nll/chosen": -float(lp[yn].sum()), "chosen_tokens": float(n_tok[yn].sum()),
                  "pairs": 0.0, "pairs_correct": 0.0}
+        reward = {ik: float(r) for ik, r in zip(where, rw)}
         for i, g in enumerate(groups):     # preference accuracy on a prompt's opposite labels
             for a, la in enumerate(g.labels):
                 for b, lb in enumerate(g.labels):
-                    if la and not lb:
+                    if la and not lb and (i, a) in reward and (i, b) in reward:
                         stats["pairs"] += 1
-                        stats["pairs_correct"] += float(rewards[i, a] > rewards[i, b])
+                        stats["pairs_correct"] += float(reward[i, a] > reward[i, b])
         return loss, stats
 
     def micro_loss(self, backend, groups, norm: Norm):
         loss, stats = self._losses(backend, groups)
-        return loss.sum() / norm.items, stats
+        return backend.xp.sum(loss) / norm.items, stats
 
     @staticmethod
     def _means(sums: dict, prefix: str = "") -> dict:

@@ -206,16 +206,20 @@ class MLXTrainer(Trainer):
         return peak_memory_mb()
 
 
-MLX_METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "simpo")
+MLX_METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "simpo", "kto")
+
+
+def check_method(method: str) -> None:
+    if method not in MLX_METHODS:
+        raise MindprintError(f"method '{method}' does not run on the mlx backend yet; on mlx: "
+                             f"{', '.join(MLX_METHODS)} (or use backend: torch)")
 
 
 def run_training(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print,
                  callbacks: list | None = None, init_adapter: Path | None = None) -> dict:
     from ...methods import get_method
 
-    if cfg.method not in MLX_METHODS:
-        raise MindprintError(f"method '{cfg.method}' does not run on the mlx backend yet; on mlx: "
-                             f"{', '.join(MLX_METHODS)} (or use backend: torch)")
+    check_method(cfg.method)
     method = get_method(cfg)
     trainer = MLXTrainer(cfg, method, resume=resume, overwrite=overwrite, log=log,
                          callbacks=callbacks, init_adapter=init_adapter)
