@@ -40,8 +40,6 @@ def cmd_train(args) -> int:
     from .methods import get_method
 
     if cfg.curriculum is not None:
-        if cfg.backend != "torch":
-            raise MindprintError("curriculum runs on backend: torch only in this version")
         return _train_curriculum(cfg, args)
     get_method(cfg)  # fail fast on an unavailable method, before loading a model
     if cfg.backend == "mlx":
@@ -80,6 +78,10 @@ def _train_curriculum(cfg, args) -> int:
     from .methods import get_method
 
     for t in cfg.curriculum.topics:          # fail fast on an unavailable method
+        if cfg.backend == "mlx":
+            from .backends.mlx.train import check_method
+
+            check_method(t.method or cfg.method)
         get_method(cfg.model_copy(update={"method": t.method or cfg.method}))
     print(f"mindprint {__version__}: curriculum of {len(cfg.curriculum.topics)} topics on "
           f"{cfg.model.name} ({cfg.backend}) → {cfg.output_dir}", file=sys.stderr)

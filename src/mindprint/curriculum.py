@@ -273,7 +273,12 @@ def gate_result(gate: GateConfig, ev: dict) -> list[str]:
 
 # -- the run -----------------------------------------------------------------------------------
 def run_curriculum(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    from .backends.torch.train import run_training
+    # each topic is an ordinary run of the configured backend, started from the previous topic's
+    # PEFT-format adapter; topic evaluation loads that adapter through torch on either backend
+    if cfg.backend == "mlx":
+        from .backends.mlx.train import run_training
+    else:
+        from .backends.torch.train import run_training
 
     root = Path(cfg.output_dir)
     topics = plan(cfg)

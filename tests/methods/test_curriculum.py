@@ -137,6 +137,42 @@ def test_two_topics_carry_one_adapter_with_replay(tiny_model_dir, topic_files, t
     assert sum("ce" in json.loads(x) for x in (t2 / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_path):
+    """backend: mlx — each topic an mlx run started from the previous topic's adapter; the gates'
+    evaluation reads the PEFT-format adapter the mlx run writes."""
+    pytest.importorskip("mlx_lm")
+    train, ev = topic_files
+    out = tmp_path / "cur"
+    topics = [{"name": "markets", "steps": 2},
+              {"name": "habits", "steps": 1, "overrides": {"train.lr": 1e-12}}]
+    raw = dict(raw_cfg(tiny_model_dir, train, ev, str(out), topics), backend="mlx")
+    s = run_curriculum(C.from_dict(raw), log=lambda m: None)
+    assert s["completed"] and s["stopped_at"] is None
+    t1, t2 = out / "topics" / "01-markets", out / "topics" / "02-habits"
+    assert yaml.safe_load((t2 / "config.yaml").read_text())["backend"] == "mlx"
+    assert json.loads((t1 / "summary.json").read_text())["backend"] == "mlx"
+    assert (t2 / "adapter-mlx" / "adapters.safetensors").exists()
+    a1 = _adapter(t1 / "adapter")
+    assert max(float(v.abs().max()) for k, v in a1.items() if "lora_B" in k) > 0   # it trained
+    assert _max_diff(a1, _adapter(t2 / "adapter")) < 1e-6      # topic 2 started from topic 1
+    assert _max_diff(_adapter(t2 / "adapter"), _adapter(out / "adapter")) == 0.0
+    assert isinstance(json.loads((out / "curriculum_summary.json").read_text())["topics"][1]
+                      ["eval"]["voice_fidelity"], float)
+
+
+def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys):
+    pytest.importorskip("mlx_lm")
+    from mindprint.cli import main
+
+    train, ev = topic_files
+    cfg = tmp_path / "c.yaml"
+    raw = dict(raw_cfg(tiny_model_dir, train, ev, str(tmp_path / "cur"),
+                       [{"name": "markets", "steps": 1, "method": "grpo"}]), backend="mlx")
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg)]) != 0
+    assert "does not run on the mlx backend" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("on_fail", ["stop", "continue", "retry"])
 def test_gate(on_fail, tiny_model_dir, topic_files, tmp_path):
     train, ev = topic_files
