@@ -41,8 +41,24 @@ SETTINGS = {  # method: train file, eval pairs, lr, batch size (pairs / completi
     "orpo": ("preference_train.jsonl", "preference_eval.jsonl", 5e-4, 4),
     "kto": ("kto_train.jsonl", "preference_eval.jsonl", 5e-4, 8),
     "sft": ("persona_train.jsonl", None, 5e-4, 8),
+    "grpo": ("prompts.jsonl", None, 5e-4, 2),     # batch: prompts, each answered GRPO_GROUP times
 }
 BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1}
+GRPO_GROUP = 8                  # completions per prompt
+GRPO_LENGTH = (5, 25)           # the length reward's target range in words
+
+
+def length_reward(prompts, completions, records=None, **kwargs) -> list[float]:
+    """The reward both sides train on (plain Python, the same function object's code on both):
+    1 inside GRPO_LENGTH words, n/lo below, falling to 0 at 2·hi above. TRL passes conversational
+    completions as message lists, Mindprint as text."""
+    lo, hi = GRPO_LENGTH
+    out = []
+    for c in completions:
+        text = c[-1]["content"] if isinstance(c, list) else c
+        n = len(text.split())
+        out.append(1.0 if lo <= n <= hi else n / lo if n < lo else max(0.0, 1.0 - (n - hi) / hi))
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -102,12 +118,18 @@ def run_mindprint(a) -> dict:
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": TARGETS},
            "dpo": {"beta": BETA["dpo"]}, "orpo": {"lam": BETA["orpo"]}, "kto": {"beta": BETA["kto"]},
            "output_dir": out}
+    if a.method == "grpo":
+        raw["data"]["max_length"] = a.max_length + a.max_completion_length
+        raw["grpo"] = {"group_size": GRPO_GROUP, "max_completion_length": a.max_completion_length,
+                       "temperature": 1.0, "top_p": 1.0, "loss_type": "dapo", "beta": 0.0,
+                       "rewards": ["benchmarks.vs_trl:length_reward"], "sample_every": 0}
+        os.chdir(REPO)       # the reward is imported as "benchmarks.vs_trl:length_reward"
     cfg = C.from_dict(raw)
     t0 = time.monotonic()
     trainer = Trainer(cfg, get_method(cfg), overwrite=True, log=lambda s: print(s, file=sys.stderr))
     trainer.setup()
     setup_s = time.monotonic() - t0
-    ends, tokens, losses = [time.perf_counter()], [], []
+    ends, tokens, losses, metrics = [time.perf_counter()], [], [], []
     step = trainer.train_step
 
     def timed():
@@ -115,6 +137,7 @@ def run_mindprint(a) -> dict:
         ends.append(time.perf_counter())
         tokens.append(m["tokens"])
         losses.append(m["loss"])
+        metrics.append(m["metrics"])
         return m
 
     trainer.train_step = timed
@@ -123,8 +146,20 @@ def run_mindprint(a) -> dict:
     toks = sum(tokens[a.warmup:]) if len(tokens) > a.warmup + 1 else sum(tokens)
     span = ends[-1] - ends[a.warmup if len(ends) > a.warmup + 1 else 0]
     acc = eval_pref_accuracy(trainer.model, trainer.tok, a.method, a.max_length)
-    return {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1],
-            "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+    res = {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1],
+           "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+    if a.method == "grpo":
+        res.update(_grpo_stats([m["reward"] for m in metrics],
+                               [m["completion_len_mean"] for m in metrics],
+                               [m["generate_s"] for m in metrics], a.warmup))
+    return res
+
+
+def _grpo_stats(rewards, lengths, gen_s, warmup) -> dict:
+    mean = lambda xs: sum(xs) / len(xs) if xs else None   # noqa: E731
+    return {"reward_first": rewards[0], "reward_last": rewards[-1], "reward_mean": mean(rewards),
+            "completion_len_mean": mean(lengths),
+            "generate_s_per_step": mean(gen_s[warmup:] or gen_s)}
 
 
 # -- TRL side ----------------------------------------------------------------------------------
@@ -144,6 +179,8 @@ def trl_dataset(method: str):
     elif method == "kto":
         rows = [{"prompt": user(r["prompt"]), "completion": assistant(r["completion"]),
                  "label": r["label"]} for r in rows]
+    elif method == "grpo":
+        rows = [{"prompt": user(r["prompt"])} for r in rows]
     else:   # SFT on the last assistant turn, as Mindprint does for single-turn chats
         rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
     return Dataset.from_list(rows)
@@ -176,7 +213,16 @@ def run_trl(a) -> dict:
                   bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0,
                   disable_tqdm=True)
     ds = trl_dataset(a.method)
-    if a.method == "dpo":
+    if a.method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        common.pop("max_length")
+        common["per_device_train_batch_size"] = bs * GRPO_GROUP     # TRL counts completions
+        args = GRPOConfig(num_generations=GRPO_GROUP, max_completion_length=a.max_completion_length,
+                          temperature=1.0, top_p=1.0, loss_type="dapo", beta=0.0, **common)
+        trainer = GRPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                              reward_funcs=[length_reward], peft_config=peft)
+    elif a.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(beta=BETA["dpo"], **common)
@@ -216,25 +262,45 @@ def run_trl(a) -> dict:
     def counting(model, inputs, *args, **kw):
         # real (non-padding) tokens: every attention mask in the batch (ORPO/KTO name theirs
         # chosen_/rejected_/completion_/KL_…attention_mask)
+        # (GRPO's training_step gets the raw prompt rows: its tokens are not counted)
         tokens.append(sum(int(v.sum()) for k, v in inputs.items()
-                          if k.endswith("attention_mask") and hasattr(v, "sum")))
+                          if k.endswith("attention_mask") and hasattr(v, "sum"))
+                      if isinstance(inputs, dict) else 0)
         return real_step(model, inputs, *args, **kw)
 
     trainer.training_step = counting
+    gen_s = []
+    if a.method == "grpo":        # TRL's sampling (prompt tokenization + model.generate), timed
+        real_generate = trainer._generate
+
+        def timed_generate(*args, **kw):
+            t = time.perf_counter()
+            out = real_generate(*args, **kw)
+            gen_s.append(time.perf_counter() - t)
+            return out
+
+        trainer._generate = timed_generate
     trainer.train()
     s = steady(ends, a.warmup)
     toks = sum(tokens[a.warmup:]) if len(tokens) > a.warmup + 1 else sum(tokens)
     span = ends[-1] - ends[a.warmup if len(ends) > a.warmup + 1 else 0]
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    hist = trainer.state.log_history
+    losses = [h["loss"] for h in hist if "loss" in h]
     acc = eval_pref_accuracy(trainer.model, tok, a.method, a.max_length)
-    return {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1] if losses else None,
-            "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+    res = {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1] if losses else None,
+           "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
+    if a.method == "grpo":
+        rows = [h for h in hist if "reward" in h]
+        res.update(_grpo_stats([h["reward"] for h in rows],
+                               [h["completions/mean_length"] for h in rows], gen_s, a.warmup))
+    return res
 
 
 # -- driver ------------------------------------------------------------------------------------
 def side(name: str, a) -> dict:
     cmd = [sys.executable, __file__, "--method", a.method, "--steps", str(a.steps),
-           "--warmup", str(a.warmup), "--max-length", str(a.max_length), "--_side", name]
+           "--warmup", str(a.warmup), "--max-length", str(a.max_length),
+           "--max-completion-length", str(a.max_completion_length), "--_side", name]
     if a.gradient_checkpointing:
         cmd.append("--gradient-checkpointing")
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -268,7 +334,9 @@ def main(argv=None) -> int:
     p.add_argument("--method", required=True, choices=sorted(SETTINGS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=256, help="grpo: prompt tokens at most")
+    p.add_argument("--max-completion-length", type=int, default=64, help="grpo: tokens sampled")
+    p.add_argument("--only", choices=["mindprint", "trl"], help="run one side and print its JSON")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both sides")
     p.add_argument("--verbose", action="store_true", help="show both sides' logs")
     p.add_argument("--_side", choices=["mindprint", "trl"], help=argparse.SUPPRESS)
@@ -277,25 +345,36 @@ def main(argv=None) -> int:
         res = (run_mindprint if a._side == "mindprint" else run_trl)(a)
         print(json.dumps(res))
         return 0
+    if a.only:
+        print(json.dumps(side(a.only, a)))
+        return 0
     load0 = _load()
     mp = side("mindprint", a)
     trl = side("trl", a)
     sft = a.method == "sft"
     speedup = (mp["tokens_per_s"] / trl["tokens_per_s"]) if sft else trl["s_per_step"] / mp["s_per_step"]
     bs = SETTINGS[a.method][3]
-    print(f"{a.method}: {a.steps} steps (timing after {a.warmup}), batch {bs}"
-          f"{' completions' if a.method == 'kto' else ''}, max_length {a.max_length}, LoRA r8/a16 "
+    what = (f" prompts x {GRPO_GROUP} completions (max {a.max_completion_length} tokens, length "
+            f"reward {GRPO_LENGTH[0]}-{GRPO_LENGTH[1]} words, loss dapo, beta 0)"
+            if a.method == "grpo" else " completions" if a.method == "kto" else "")
+    print(f"{a.method}: {a.steps} steps (timing after {a.warmup}), batch {bs}{what}"
+          f", max_length {a.max_length}, LoRA r8/a16 "
           f"on {','.join(TARGETS)}, gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}; "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
     rows = [("s/step", "s_per_step", ".2f"), ("tokens/s", "tokens_per_s", ",.0f"),
             ("peak RSS (MB)", "peak_rss_mb", ",.0f"), ("final train loss", "final_loss", ".4f"),
             ("eval pref. accuracy", "eval_pref_acc", ".3f"), ("setup (s)", "setup_s", ".1f"),
             ("process wall (s)", "wall_s", ".1f")]
+    if a.method == "grpo":
+        rows[4:5] = [("sampling s/step", "generate_s_per_step", ".2f"),
+                     ("completion length", "completion_len_mean", ".1f"),
+                     ("reward first step", "reward_first", ".3f"),
+                     ("reward last step", "reward_last", ".3f"), ("reward mean", "reward_mean", ".3f")]
     print(f"| {'':22s} | {'Mindprint':>10s} | {'TRL 1.16':>10s} | {'ratio':>7s} |")
     print(f"|{'-' * 24}|{'-' * 12}|{'-' * 12}|{'-' * 9}|")
     for label, key, spec in rows:
         ratio = ""
-        if key in ("s_per_step", "peak_rss_mb") and mp[key] and trl[key]:
+        if key in ("s_per_step", "peak_rss_mb", "generate_s_per_step") and mp[key] and trl[key]:
             ratio = f"{mp[key] / trl[key]:.2f}×"
         if key == "tokens_per_s" and trl[key]:
             ratio = f"{mp[key] / trl[key]:.2f}×"
@@ -310,6 +389,9 @@ def main(argv=None) -> int:
         "mindprint_peak_rss_mb": round(mp["peak_rss_mb"], 1), "trl_peak_rss_mb": round(trl["peak_rss_mb"], 1),
         "mindprint_final_loss": mp["final_loss"], "trl_final_loss": trl["final_loss"],
         "mindprint_eval_pref_acc": mp["eval_pref_acc"], "trl_eval_pref_acc": trl["eval_pref_acc"],
+        **({f"{side}_{k}": round(r[k], 4) for side, r in (("mindprint", mp), ("trl", trl))
+            for k in ("generate_s_per_step", "completion_len_mean", "reward_mean")}
+           if a.method == "grpo" else {}),
     }))
     return 0
 

@@ -88,9 +88,13 @@ def _fits(record, method: str) -> bool:
 
 def _as_replay(record, method: str):
     """``record`` in a form ``method`` trains on, or None. The voice side of a pair or of a
-    desirable KTO example is a chat example; a pair also serves KTO."""
+    desirable KTO example is a chat example; a pair also serves KTO; for GRPO any record with the
+    person's answer is a prompt whose reference ``answer`` that is."""
     if _fits(record, method):
         return record
+    if TRAINS_ON[method][0] is PromptRecord:
+        found = _voice_prompts([record])
+        return found[0] if found else None
     if TRAINS_ON[method][0] is ChatRecord:
         if isinstance(record, PreferenceRecord):
             return ChatRecord(record.prompt + record.chosen, record.topic, record.where)
@@ -127,8 +131,6 @@ def plan(cfg: Config) -> list[Topic]:
     for i, spec in enumerate(cur.topics):
         where = f"curriculum.topics[{i}] ({spec.name})"
         method = spec.method or cfg.method
-        if method == "grpo":
-            raise ConfigError(f"{where}: method grpo is not available in a curriculum yet")
         gate = spec.gate or cur.gate
         steps = spec.steps or cfg.train.max_steps
         label = spec.topic or spec.name
@@ -148,7 +150,10 @@ def plan(cfg: Config) -> list[Topic]:
                 have = f"; topics found: {', '.join(found)}" if found else \
                     "; no record there has a `topic` field"
                 raise ConfigError(f"{where}: no record of data.train has topic '{label}'{have}")
-        train = [r for r in records if _fits(r, method)]
+        if method == "grpo":      # a topic's chats and pairs are prompts with the person's answer
+            train = [x for r in records if (x := _as_replay(r, method)) is not None]
+        else:
+            train = [r for r in records if _fits(r, method)]
         if not train:
             kinds = sorted({type(r).__name__ for r in records})
             raise ConfigError(f"{where}: method {method} needs "

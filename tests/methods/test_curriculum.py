@@ -229,3 +229,30 @@ def test_killed_curriculum_resumes_at_the_right_topic_and_step(tiny_model_dir, t
     # without --resume an existing curriculum run is refused, with a hint
     r = subprocess.run(cli + [str(killed)], env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "--resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_grpo_topic_trains_on_the_topics_answers_as_prompts(tiny_model_dir, topic_files, tmp_path):
+    """A GRPO topic after an SFT topic: its chats become prompts whose reference answer is the
+    person's reply (what voice_fidelity scores), and it continues the same adapter."""
+    train, ev = topic_files
+    out = tmp_path / "cur"
+    topics = [{"name": "markets", "steps": 2},
+              {"name": "habits", "method": "grpo", "steps": 2,
+               "overrides": {"grpo.group_size": 2, "grpo.max_completion_length": 4,
+                             "grpo.rewards": ["length"], "grpo.length_range": [1, 2],
+                             "grpo.sample_every": 0}}]
+    cfg = C.from_dict(raw_cfg(tiny_model_dir, train, ev, str(out), topics))
+    planned = plan(cfg)
+    assert all(type(r).__name__ == "PromptRecord" and r.answer.startswith("Zoom out.")
+               for r in planned[1].train)
+    s = run_curriculum(cfg, log=lambda *a: None)
+    assert s["completed"]
+    t2 = out / "topics" / "02-habits"
+    rows = [json.loads(x) for x in (t2 / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(set(r) >= {"prompt", "answer"} for r in rows)
+    metrics = [json.loads(x) for x in (t2 / "metrics.jsonl").read_text().splitlines()]
+    assert sum("reward" in m for m in metrics) == 2
+    assert _max_diff(_adapter(t2 / "adapter"), _adapter(out / "adapter")) == 0.0
+    summary = json.loads((out / "curriculum_summary.json").read_text())
+    assert [r["status"] for r in summary["topics"]] == ["done", "done"]
+    assert "| habits | grpo | done | 2 |" in (out / "curriculum.md").read_text()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..backends.torch.sampling import fast_sampler
 from ..data.jsonl import load_many
 from ..data.render import render_prompt
 from ..errors import ConfigError, DataError
@@ -130,13 +131,69 @@ def completion_logps(model, batch: dict, temperature: float = 1.0, *, entropy: b
     return _scatter_targets(target_mask, sel), ent
 
 
+def _prompt_groups(samples: list[Sample]) -> list[tuple[list[int], list[int]]]:
+    """Consecutive samples with the same prompt: ``[(prompt ids, [sample index, ...]), ...]``."""
+    out: list[tuple[list[int], list[int]]] = []
+    for i, s in enumerate(samples):
+        p = s.ids[:s.prompt_len]
+        if out and out[-1][0] == p:
+            out[-1][1].append(i)
+        else:
+            out.append((p, [i]))
+    return out
+
+
+def packed_completion_logps(model, samples: list[Sample], pad_id: int, temperature: float = 1.0,
+                            *, entropy: bool = False):
+    """``([N, L] log-probs, [N, L] mask, entropy sum or None)`` of each sample's completion tokens
+    (L = the longest completion), with the completions of one prompt packed into one row after a
+    single copy of the prompt: each attends to the prompt and to itself only and continues the
+    prompt's positions (:func:`~mindprint.backends.torch.model.group_batch`), so the prompt is
+    computed once per group instead of once per completion and nothing is padded to the longest
+    completion of the group. Same values as one row per completion."""
+    from ..backends.torch.model import _decoder_and_head, _mask_kind, _selected_logps, group_batch
+
+    groups = _prompt_groups(samples)
+    dev = next(model.parameters()).device
+    gb = group_batch([(p, [(samples[i].ids[samples[i].prompt_len:], [1] * samples[i].n_completion)
+                           for i in idx]) for p, idx in groups], pad_id, dev, _mask_kind(model))
+    si, sj = [], []
+    for _, idx in groups:
+        for i in idx:
+            si += [i] * samples[i].n_completion
+            sj += range(samples[i].n_completion)
+    body, head = _decoder_and_head(model)
+    hidden = body(use_cache=False, input_ids=gb["input_ids"], attention_mask=gb["attention_mask"],
+                  position_ids=gb["position_ids"]).last_hidden_state
+    rows = hidden[gb["rows"], gb["pred"]]
+    w, b = head.weight, head.bias
+    if temperature != 1.0:
+        rows = rows / temperature
+        b = None if b is None else b / temperature
+    ent = torch.empty(rows.shape[0], dtype=torch.float32, device=dev) if entropy else None
+    sel = _selected_logps(rows, w, b, gb["targets"], entropy_out=ent)
+    L = max(s.n_completion for s in samples)
+    si_t = torch.tensor(si, dtype=torch.long, device=dev)
+    sj_t = torch.tensor(sj, dtype=torch.long, device=dev)
+    logps = torch.zeros((len(samples), L), dtype=sel.dtype, device=dev).index_put((si_t, sj_t), sel)
+    lens = torch.tensor([s.n_completion for s in samples], device=dev)
+    mask = (torch.arange(L, device=dev)[None] < lens[:, None]).long()
+    return logps, mask, (float(ent.sum()) if entropy else None)
+
+
 @torch.no_grad()
 def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_tokens: int,
-                       temperature: float, top_p: float, seed: int) -> list[tuple[list[int], bool]]:
+                       temperature: float, top_p: float, seed: int,
+                       synced: bool = False, fast: bool = True,
+                       dtype: torch.dtype | None = None) -> list[tuple[list[int], bool]]:
     """``n`` completions per prompt (prompt after prompt): ``(ids, finished)`` with the ids cut
     after the first end-of-turn token (kept: the model learns to stop); ``finished`` is False when
-    max_new_tokens ran out first. Left-padded batch, KV-cached ``generate``, seeded without
-    disturbing the global random stream. ``temperature = 0`` decodes greedily."""
+    max_new_tokens ran out first. One batch for all prompts × n, static KV cache, adapter merged
+    (:mod:`mindprint.backends.torch.sampling`); models it does not cover use ``generate`` on a
+    left-padded batch (also with ``fast=False``); ``dtype`` casts the fast sampler's weights
+    (an experiment: bfloat16 halves the memory read per token; not measured to pay yet). Seeded without disturbing the global random
+    stream. ``temperature = 0`` decodes greedily. ``synced``: under
+    FSDP every rank keeps stepping until all ranks are done (each step is a collective)."""
     dev = next(model.parameters()).device
     pad = tok.pad_token_id
     width = max(len(p) for p in prompts)
@@ -148,7 +205,13 @@ def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_
         att[i, width - len(p):] = 1
     eos = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
            if isinstance(i, int) and i >= 0]
+    sampler = fast_sampler(model, dtype) if fast and not synced else None
+    if sampler is not None:
+        return sampler.sample(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_p=top_p, seed=seed, eos=eos, pad=pad)
     kw = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True)
+    if synced:
+        kw["synced_gpus"] = True
     if temperature > 0:
         kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     else:
@@ -198,6 +261,7 @@ class GRPOMethod:
         self.rewards = rewards.build(g, cfg.eval.banned_phrases)
         self._cache: list | None = None          # (micro-batches, metrics) reused by num_iterations
         self._rollout_metrics: dict = {}
+        self._packed: bool | None = None      # prompt-shared packed rows (decided on first use)
         self.run_root = None
 
     # -- data ----------------------------------------------------------------------------------
@@ -254,9 +318,11 @@ class GRPOMethod:
     # -- rollout (before the micro-batches of a step) ------------------------------------------
     def _generate(self, backend, items: list[PromptItem], n: int, temperature: float, seed: int):
         g = self.cfg.grpo
-        return sample_completions(backend.model, backend.tokenizer, [p.ids for p in items], n=n,
-                                  max_new_tokens=g.max_completion_length, temperature=temperature,
-                                  top_p=g.top_p, seed=seed)
+        d = getattr(backend, "dist", None)
+        kw = {"synced": True} if d is not None and d.fsdp else {}
+        return _forward(backend, sample_completions, backend.tokenizer, [p.ids for p in items], n=n,
+                        max_new_tokens=g.max_completion_length, temperature=temperature,
+                        top_p=g.top_p, seed=seed, **kw)
 
     def _score(self, backend, items: list[PromptItem], outs, n: int):
         from .. import rewards
@@ -268,21 +334,37 @@ class GRPOMethod:
         table = rewards.score(self.rewards, prompts, texts, recs)
         return texts, table, rewards.combine(self.rewards, table)
 
+    def _logps(self, backend, samples: list[Sample], *, entropy: bool = False):
+        """``(log-probs, completion mask, entropy sum or None)`` of the samples' completion tokens:
+        prompt-shared packed rows where the model honours them (the backend checks once), else one
+        row per sample."""
+        from ..backends.torch.model import _decoder_and_head
+
+        t = self.cfg.grpo.temperature
+        if self._packed is None:
+            self._packed = (getattr(backend, "group_layout", "rows") == "shared_prompt"
+                            and _decoder_and_head(backend.model)[0] is not None)
+        if self._packed:
+            return _forward(backend, packed_completion_logps, samples, backend.tokenizer.pad_token_id,
+                            t, entropy=entropy)
+        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
+        lp, ent = _forward(backend, completion_logps, batch, t, entropy=entropy)
+        return lp, batch["loss_mask"], ent
+
     @torch.no_grad()
     def _side_logps(self, backend, samples: list[Sample], *, reference: bool) -> list[torch.Tensor]:
         model = backend.model
-        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
         was_training = model.training
         model.eval()
         try:
             if reference:
                 with backend.disabled_adapter():
-                    lp, _ = completion_logps(model, batch, self.cfg.grpo.temperature)
+                    lp, mask, _ = self._logps(backend, samples)
             else:
-                lp, _ = completion_logps(model, batch, self.cfg.grpo.temperature)
+                lp, mask, _ = self._logps(backend, samples)
         finally:
             model.train(was_training)
-        return _per_sample(lp, batch["loss_mask"], samples)
+        return _per_sample(lp, mask, samples)
 
     def rollout(self, backend, micro: list[list[PromptItem]], step: int) -> list[list[Sample]]:
         """The step's micro-batches of completions (see the module docstring)."""
@@ -293,10 +375,10 @@ class GRPOMethod:
         t0 = time.monotonic()
         G = g.group_size
         items = [p for m in micro for p in m]
-        outs = []
-        for k, m in enumerate(micro):
-            outs += self._generate(backend, m, G, g.temperature,
-                                   seed=self.cfg.train.seed * 1_000_003 + step * 1009 + k)
+        d = getattr(backend, "dist", None)      # torchrun: each rank samples its own prompts
+        rank_seed = 7919 * d.rank if d is not None else 0
+        outs = self._generate(backend, items, G, g.temperature,       # the whole step at once
+                              seed=self.cfg.train.seed * 1_000_003 + step * 1009 + rank_seed)
         t_gen = time.monotonic() - t0
         texts, table, total = self._score(backend, items, outs, G)
         valid = torch.tensor([t is not None for t in total], dtype=torch.float64)
@@ -328,9 +410,12 @@ class GRPOMethod:
             metrics[f"rewards/{rw.name}/mean"] = _mean(col)
             metrics[f"rewards/{rw.name}/std"] = _std(col)
         metrics = {k: v for k, v in metrics.items() if v is not None}   # a reward that scored nothing
+        if d is not None:
+            metrics = _across_ranks(d, metrics)
         self._rollout_metrics = metrics
         self._cache = (batches, metrics)
-        if g.sample_every and (step == 0 or (step + 1) % g.sample_every == 0):
+        if g.sample_every and (step == 0 or (step + 1) % g.sample_every == 0) \
+                and (d is None or d.is_main):
             self._write_samples(step + 1, items, texts, table, total, adv.tolist())
         return batches
 
@@ -362,9 +447,8 @@ class GRPOMethod:
 
     def micro_loss(self, backend, samples: list[Sample], norm: Norm):
         g = self.cfg.grpo
-        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
-        mask = batch["loss_mask"].float()
-        logps, ent = completion_logps(backend.model, batch, g.temperature, entropy=True)
+        logps, mask, ent = self._logps(backend, samples, entropy=True)
+        mask = mask.float()
         old = _stack(mask, [s.old for s in samples]) if g.num_iterations > 1 else logps.detach()
         ref = _stack(mask, [s.ref for s in samples]) if g.beta > 0 else None
         adv = torch.tensor([s.advantage for s in samples], dtype=logps.dtype, device=logps.device)
@@ -402,6 +486,24 @@ class GRPOMethod:
     def eval_metrics(sums: dict) -> dict:
         mean = sums["reward_sum"] / max(sums["n"], 1.0)
         return {"eval_loss": -mean, "eval_reward": mean}
+
+
+def _forward(backend, fn, *args, **kwargs):
+    """``fn(model, ...)`` through the backend (DDP / FSDP under torchrun)."""
+    if hasattr(backend, "forward"):
+        return backend.forward(fn, *args, **kwargs)
+    return fn(backend.model, *args, **kwargs)
+
+
+def _across_ranks(d, metrics: dict) -> dict:
+    """Rollout metrics of every rank (the same number of prompts each): maxima stay maxima,
+    generation time is the slowest rank's, the rest are averaged."""
+    parts = d.gather(metrics)
+    out = {}
+    for k in metrics:
+        vals = [p[k] for p in parts if k in p]
+        out[k] = max(vals) if k.endswith("_max") or k == "generate_s" else sum(vals) / len(vals)
+    return out
 
 
 def _mean(xs) -> float | None:

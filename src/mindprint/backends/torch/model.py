@@ -169,10 +169,11 @@ class _SelectedLogps(torch.autograd.Function):
     backward: d/dlogits = g·(onehot − softmax). Only the trained rows are ever projected. When
     their softmax fits in ``KEEP_PROBS_BYTES`` it is kept for the backward (saves a third of the
     LM-head arithmetic); otherwise the backward recomputes each chunk's logits, so no
-    ``[rows, vocab]`` tensor outlives its chunk."""
+    ``[rows, vocab]`` tensor outlives its chunk. ``entropy_out``, when given, receives each row's
+    entropy −Σ p log p (no gradient) from the same logits."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk):
+    def forward(ctx, hidden, weight, bias, targets, chunk, entropy_out=None):
         n = hidden.shape[0]
         keep = any(ctx.needs_input_grad[:3]) and n * weight.shape[0] * 4 <= KEEP_PROBS_BYTES
         out = torch.empty(n, dtype=torch.float32, device=hidden.device)
@@ -182,6 +183,9 @@ class _SelectedLogps(torch.autograd.Function):
             logits = F.linear(hidden[s:s + chunk], weight, bias).float()
             lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+            if entropy_out is not None:
+                z = logits - lse[s:s + chunk, None]
+                entropy_out[s:s + chunk] = -(z.exp() * z).sum(-1)
             if keep:
                 probs.append(logits.sub_(lse[s:s + chunk, None]).exp_())
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
@@ -211,13 +215,13 @@ class _SelectedLogps(torch.autograd.Function):
                 gb += d.sum(0)
         ctx.probs = None
         return (gh, gw.to(weight.dtype) if need_w else None, gb.to(bias.dtype) if need_b else None,
-                None, None)
+                None, None, None)
 
 
 def _selected_logps(hidden: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor,
-                    chunk: int = 512) -> torch.Tensor:
+                    chunk: int = 512, entropy_out: torch.Tensor | None = None) -> torch.Tensor:
     """log softmax(h W^T)[target] for the rows that are trained on (see :class:`_SelectedLogps`)."""
-    return _SelectedLogps.apply(hidden, weight, bias, targets, chunk)
+    return _SelectedLogps.apply(hidden, weight, bias, targets, chunk, entropy_out)
 
 
 def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
