@@ -40,6 +40,9 @@ def cmd_train(args) -> int:
     from .methods import get_method
 
     if cfg.curriculum is not None:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise MindprintError("a curriculum runs in one process in this version; start it "
+                                 "without torchrun / accelerate launch")
         return _train_curriculum(cfg, args)
     get_method(cfg)  # fail fast on an unavailable method, before loading a model
     if cfg.backend == "mlx":

@@ -45,18 +45,26 @@ def work(tmp_path_factory):
     files = {"chat": (write_jsonl(root / "train.jsonl", chats[:20]),
                       write_jsonl(root / "eval.jsonl", chats[20:])),
              "preference": (write_jsonl(root / "pref_train.jsonl", pairs[:18]),
-                            write_jsonl(root / "pref_eval.jsonl", pairs[18:]))}
+                            write_jsonl(root / "pref_eval.jsonl", pairs[18:])),
+             "prompts": write_jsonl(root / "prompts.jsonl",
+                                    [{"prompt": p["prompt"], "answer": p["chosen"]} for p in pairs])}
     return root, files
 
 
 def _config(model_dir, work, method: str, out: Path, **train) -> dict:
     root, files = work
-    tr, ev = files["preference" if method == "dpo" else "chat"]
-    raw = tiny_config(model_dir, str(tr), str(ev), str(out), **train)
+    tr, ev = files["chat" if method == "sft" else "preference"]
+    # the same eval batches in both runs: KTO's KL estimate z is taken per eval batch
+    raw = tiny_config(model_dir, str(tr), str(ev), str(out), **{"eval_batch_size": 4, **train})
     raw["method"] = method
-    if method == "dpo":
+    if method in ("dpo", "kto"):
         raw["data"]["max_length"] = 64
         raw["dpo"] = {"beta": 0.5}
+        raw["kto"] = {"beta": 0.5}
+    if method == "grpo":
+        raw["data"].update(train=[str(files["prompts"])], eval=[], max_length=96)
+        raw["grpo"] = {"group_size": 4, "max_completion_length": 16, "rewards": ["length"],
+                       "length_range": [3, 8], "sample_every": 2}
     return raw
 
 
@@ -168,18 +176,34 @@ def test_resume_two_process_checkpoint_in_one_process(sft_runs, tiny_model_dir, 
     _assert_same_run(root / "one", root / "two-then-one", steps=(3, 4))
 
 
-def test_dpo_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, work, tmp_path,
-                                                                monkeypatch):
-    _one_process(_config(tiny_model_dir, work, "dpo", tmp_path / "one", batch_size=4), work,
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_two_processes_equal_one_process_with_twice_the_batch(method, tiny_model_dir,
+                                                                       work, tmp_path, monkeypatch):
+    """DPO (reference log-probs split between the ranks) and KTO (its KL estimate z taken over
+    the global micro-batch)."""
+    _one_process(_config(tiny_model_dir, work, method, tmp_path / "one", batch_size=4), work,
                  monkeypatch)
-    r = _torchrun(_config(tiny_model_dir, work, "dpo", tmp_path / "two", batch_size=2), work)
+    r = _torchrun(_config(tiny_model_dir, work, method, tmp_path / "two", batch_size=2), work)
     _assert_same_run(tmp_path / "one", tmp_path / "two")
-    for key in ("rewards/margin", "rewards/accuracy", "eval_pref_accuracy"):
+    for key in ("rewards/margin", "rewards/accuracy", "eval_pref_accuracy", "kl"):
         a, b = _losses(tmp_path / "one", key), _losses(tmp_path / "two", key)
         assert a.keys() == b.keys() and all(b[s] == pytest.approx(a[s], rel=1e-5, abs=1e-6)
                                             for s in a), key
     # the reference log-probs were split between the ranks and cached once, by rank 0
     assert "split over the processes" in r.stderr or "loaded from cache" in r.stderr
+
+
+def test_grpo_samples_per_rank(tiny_model_dir, work, tmp_path):
+    """GRPO under torchrun: each rank samples its own prompts (no equality: sampling is seeded
+    per rank); one metrics row per step with rewards from every rank; samples.jsonl by rank 0."""
+    _torchrun(_config(tiny_model_dir, work, "grpo", tmp_path / "two", batch_size=1,
+                      max_steps=2, eval_every=0, save_every=0), work)
+    rows = [r for r in _rows(tmp_path / "two") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(0.0 <= r["reward"] <= 1.0 and r["completion_len_max"] <= 16 for r in rows)
+    samples = (tmp_path / "two" / "samples.jsonl").read_text().splitlines()
+    assert {json.loads(x)["step"] for x in samples} == {1, 2}
+    assert len(samples) == 2 * 4          # step 1 and step 2: one prompt of rank 0, 4 completions
 
 
 def test_fsdp_resumes_a_one_process_checkpoint(sft_runs, tiny_model_dir, work):

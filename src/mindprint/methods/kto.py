@@ -128,7 +128,7 @@ class KTOMethod:
             return live_reference(backend, groups)
         return stacked_ref(groups, device)
 
-    def _losses(self, backend, groups):
+    def _losses(self, backend, groups, *, step_z: bool = False):
         xp, cfg = backend.xp, self.cfg.kto
         sums, _ = backend.group_logps([g.packed() for g in groups])
         kls = [g.kl for g in groups]
@@ -141,6 +141,12 @@ class KTOMethod:
         where, kl_where = _scored(groups), _scored(kls)
         z = kto_kl_estimate(xp.take(kl_sums, _flat(kl_where, kl_sums)),
                             xp.take(kl_ref, _flat(kl_where, kl_ref)), xp=xp)
+        d = getattr(backend, "dist", None)
+        if step_z and d is not None:     # torchrun: z over the global micro-batch (as TRL gathers it)
+            diff = (kl_sums - kl_ref)[kl_counts > 0].detach()
+            total, n = d.sum_floats([float(diff.sum()), float(diff.numel())])
+            z = torch.clamp(torch.tensor(total / max(n, 1.0), dtype=diff.dtype, device=diff.device),
+                            min=0.0)
         pol = xp.take(sums, _flat(where, sums))
         y = xp.asarray([groups[i].labels[k] for i, k in where], like=pol)
         loss, m = kto_loss(pol, xp.take(ref, _flat(where, ref)), y, z, beta=cfg.beta,
@@ -166,7 +172,7 @@ class KTOMethod:
         return loss, stats
 
     def micro_loss(self, backend, groups, norm: Norm):
-        loss, stats = self._losses(backend, groups)
+        loss, stats = self._losses(backend, groups, step_z=True)
         return backend.xp.sum(loss) / norm.items, stats
 
     @staticmethod
