@@ -36,8 +36,14 @@ demo: $(STAMP)
 	@echo "and the base model for contrast:"
 	@echo "  $(VENV)/bin/mindprint generate --prompt 'Are we near the top of the market?'"
 
+# Two pytest workers (one math thread each, see tests/conftest.py): the CI has two cores, and much
+# of the suite is single-threaded Python (imports, tokenisers, subprocesses). Tests sharing one
+# expensive session fixture carry the same xdist_group, so it is built once. TEST_JOBS=1 runs serially.
+TEST_JOBS ?= 2
+PYTEST_PAR := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup,)
+
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" $(PYTEST_PAR) --durations=15 tests
 
 # Debian's chromium for the web UI's browser test (Playwright drives it; no browser download).
 # Installed quietly where apt-get is there (as root, or with password-less sudo); otherwise that

@@ -15,6 +15,11 @@ PERSONA = EXAMPLES / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # the suite must never need the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the CI's two cores: one math thread each (training
+    # subprocesses inherit it), or the workers' thread pools fight over the same cores
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = os.environ.get("MINDPRINT_TEST_THREADS", "1")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -146,3 +151,12 @@ def start_then_sigkill(cmd: list[str], env: dict, checkpoints: Path, n: int = 2,
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `make test`'s two workers (`--dist loadgroup`) a test file stays on one worker, so its
+    module-scoped fixtures are built once; files that share an expensive session fixture name a
+    common ``xdist_group`` themselves (e.g. "quickstart")."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

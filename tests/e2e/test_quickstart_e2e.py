@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quickstart")]   # one quickstart run
 
 PROMPTS = ["Are we near the top of the market?", "What do you write in your journal?"]
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import PERSONA
 from mindprint.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quickstart")]   # one quickstart run
 
 
 @pytest.fixture(scope="module")

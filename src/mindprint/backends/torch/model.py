@@ -234,12 +234,14 @@ def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     body, head = _decoder_and_head(model)
     if body is None:   # unusual heads (soft-capping, logit scale): the model's own logits
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        logits = model(use_cache=False, input_ids=input_ids,
+                       attention_mask=attention_mask).logits[:, :-1]
         lp = torch.log_softmax(logits.float(), dim=-1)
         sel = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         out[:, 1:] = torch.where(target_mask, sel, torch.zeros_like(sel))
         return out
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = body(use_cache=False, input_ids=input_ids,
+                  attention_mask=attention_mask).last_hidden_state
     rows = hidden[:, :-1][target_mask]
     tgt = input_ids[:, 1:][target_mask]
     return _scatter_targets(target_mask, _selected_logps(rows, head.weight, head.bias, tgt))
@@ -311,15 +313,18 @@ def token_logps_and_kl(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     body, head = _decoder_and_head(model)
     if body is None:   # unusual heads: full logits at the trained positions
         with torch.no_grad(), _adapter_off(model):
-            base = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][target_mask]
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][target_mask]
+            base = model(use_cache=False, input_ids=input_ids,
+                         attention_mask=attention_mask).logits[:, :-1][target_mask]
+        logits = model(use_cache=False, input_ids=input_ids,
+                       attention_mask=attention_mask).logits[:, :-1][target_mask]
         sel = torch.log_softmax(logits.float(), -1).gather(-1, tgt[:, None]).squeeze(-1)
         kl = kl_to_base(logits.float(), base.float(), tau, xpmod.get("torch"))
     else:
         with torch.no_grad(), _adapter_off(model):
-            base_rows = body(input_ids=input_ids,
+            base_rows = body(use_cache=False, input_ids=input_ids,
                              attention_mask=attention_mask).last_hidden_state[:, :-1][target_mask]
-        rows = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1][target_mask]
+        rows = body(use_cache=False, input_ids=input_ids,
+                    attention_mask=attention_mask).last_hidden_state[:, :-1][target_mask]
         sel = _selected_logps(rows, head.weight, head.bias, tgt)
         kl = _RowKL.apply(rows, base_rows, head.weight, head.bias, float(tau), 512)
     return _scatter_targets(target_mask, sel), _scatter_targets(target_mask, kl)
@@ -384,12 +389,13 @@ def group_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     R, K = batch["shape"]
     body, head = _decoder_and_head(model)
     if body is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits
+        logits = model(use_cache=False, input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]).logits
         lp = torch.log_softmax(logits[batch["rows"], batch["pred"]].float(), dim=-1)
         sel = lp.gather(-1, batch["targets"][:, None]).squeeze(-1)
     else:
-        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        hidden = body(use_cache=False, input_ids=batch["input_ids"],
+                      attention_mask=batch["attention_mask"],
                       position_ids=batch["position_ids"]).last_hidden_state
         sel = _selected_logps(hidden[batch["rows"], batch["pred"]], head.weight, head.bias,
                               batch["targets"])

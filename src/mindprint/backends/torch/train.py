@@ -215,7 +215,12 @@ class Trainer:
             log=self.log))
 
     def _default_threads(self) -> int:
-        """All cores, shared between the processes of this node under torchrun."""
+        """All cores, shared between the processes of this node under torchrun; an explicit
+        OMP_NUM_THREADS (a job scheduler's share, parallel test workers) wins in a single process
+        (torchrun sets it to 1 on its own, so it is not read there)."""
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        if self.dist is None and omp.isdigit() and int(omp) > 0:
+            return int(omp)
         n = os.cpu_count() or 1
         if self.dist is not None:
             n //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
