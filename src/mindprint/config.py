@@ -40,7 +40,8 @@ class ModelConfig(_Section):
     )
     quantize: Literal[4, 8] | None = Field(
         None, description="load the frozen base quantised to 4 or 8 bits (torch: bitsandbytes on "
-        "CUDA, 4 = QLoRA with NF4 and double quantisation); null: unquantised"
+        "CUDA, 4 = QLoRA with NF4 and double quantisation; mlx: MLX affine quantisation of the "
+        "linear layers, group size 64); null: unquantised"
     )
 
 
