@@ -50,9 +50,15 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
     shot = tmp_path / "run.png"
 
     with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"),
-                                                   executable_path=CHROMIUM, headless=True,
-                                                   args=FLAGS, viewport={"width": 1280, "height": 1100})
+        for attempt in (1, 2):   # a start that fails on a loaded machine gets one more try
+            try:
+                ctx = p.chromium.launch_persistent_context(
+                    str(tmp_path / f"profile-{attempt}"), executable_path=CHROMIUM, headless=True,
+                    args=FLAGS, viewport={"width": 1280, "height": 1100})
+                break
+            except sync_api.Error:
+                if attempt == 2:
+                    raise
         page = ctx.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -109,15 +115,17 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
             run_id = page.url.rsplit("/", 1)[-1]
             page.evaluate("""() => { window.__seen = []; setInterval(() => {
                 const c = document.querySelector('canvas[data-title="loss"]');
-                const n = c ? Number(c.dataset.points) : 0;
-                if (n && window.__seen[window.__seen.length - 1] !== n) window.__seen.push(n);
+                if (!c) return;
+                const n = Number(c.dataset.points);
+                if (window.__seen[window.__seen.length - 1] !== n) window.__seen.push(n);
             }, 50); }""")
             page.wait_for_function("document.querySelector('#run-status').textContent.trim() "
                                    "=== 'completed'", timeout=180_000)
             page.wait_for_function("document.querySelector('canvas[data-title=\"loss\"]')"
                                    ".dataset.points >= 63")     # 60 train + 3 eval points
             seen = page.evaluate("window.__seen")
-            assert len(seen) >= 2 and seen == sorted(seen), seen   # it grew while we watched
+            # watched live: empty while the run started, then growing to every point
+            assert seen[0] == 0 and seen[-1] >= 63 and seen == sorted(seen), seen
             assert int(page.get_attribute('canvas[data-title="learning rate"]', "data-points")) == 60
             assert page.text_content("#run-step").strip() == "60"
             assert page.is_visible("#download-adapter")
