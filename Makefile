@@ -61,7 +61,7 @@ test-wip: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m wip tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_PAR) tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
