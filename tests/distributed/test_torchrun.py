@@ -212,7 +212,7 @@ def test_fsdp_resumes_a_one_process_checkpoint(sft_runs, tiny_model_dir, work):
     root, _ = sft_runs
     _cut_to_step(root / "one", root / "one-then-fsdp", 2)
     raw = _config(tiny_model_dir, work, "sft", root / "one-then-fsdp", batch_size=2)
-    raw["train"]["fsdp"] = True
+    raw["train"].update(fsdp=True, save_every=1)      # a checkpoint mid-run, then training goes on
     _torchrun(raw, work, "--resume")
     _assert_same_run(root / "one", root / "one-then-fsdp", steps=(3, 4))
     assert json.loads((root / "one-then-fsdp" / "summary.json").read_text())["fsdp"] is True

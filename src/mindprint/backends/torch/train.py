@@ -438,11 +438,9 @@ class Trainer:
         weights = {n: D.full(p.detach()).contiguous().cpu()
                    for n, p in self.model.named_parameters() if p.requires_grad}
         optim = self.opt.state_dict()
-        if d.fsdp:
-            for st in optim["state"].values():
-                for k, v in list(st.items()):
-                    if D.is_dtensor(v):
-                        st[k] = v.full_tensor().cpu()
+        if d.fsdp:       # state_dict() shares the live per-parameter dicts: copy before replacing
+            optim["state"] = {i: {k: v.full_tensor().cpu() if D.is_dtensor(v) else v
+                                  for k, v in st.items()} for i, st in optim["state"].items()}
         rngs = d.gather(_rng_state())
         path = self.run.checkpoint_path(self.step)
         if d.is_main:
