@@ -31,7 +31,8 @@ SUMMARY_KEYS = ("steps", "stopped", "train_loss", "train_loss_last10", "first_ev
                 "peak_memory_mb", "wall_s", "setup_s")
 
 
-def _read_json(p: Path) -> dict:
+def read_json_object(p: Path) -> dict:
+    """A JSON file holding an object, or {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
@@ -59,7 +60,7 @@ class Run:
     @classmethod
     def load(cls, path: str | Path, name: str | None = None) -> "Run":
         p = Path(path)
-        manifest = _read_json(p / "manifest.json")
+        manifest = read_json_object(p / "manifest.json")
         config = manifest.get("config") or {}
         if not config and (p / "config.yaml").exists():
             try:
@@ -67,7 +68,7 @@ class Run:
             except (OSError, yaml.YAMLError):
                 config = {}
         return cls(p, name or p.name, config if isinstance(config, dict) else {},
-                   _read_json(p / "summary.json"), manifest)
+                   read_json_object(p / "summary.json"), manifest)
 
     # -- metrics -------------------------------------------------------------------------------
     @property

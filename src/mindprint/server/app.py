@@ -43,6 +43,7 @@ from starlette.background import BackgroundTask
 
 from .. import __version__
 from ..errors import ConfigError, DataError
+from ..runs import read_json_object
 from . import jobs as J
 from .store import ACTIVE, ID_PATTERN, TERMINAL, Store, new_id
 
@@ -431,29 +432,21 @@ def create_app(workspace: str | Path, *, host: str = "127.0.0.1", token: str | N
     @app.get("/api/evals/{job_id}/report", tags=["artefacts"])
     def eval_report(job_id: Id):
         """report.json of an eval job (every number and every sample)."""
-        job = _job(store, job_id, "eval")
-        p = Path(job["dir"]) / "eval" / "report.json"
-        if not p.exists():
-            raise HTTPException(404, f"eval {job_id} has no report yet ({job['status']})")
+        p = _job_file(_job(store, job_id, "eval"), "eval/report.json", "report")
         return JSONResponse(json.loads(p.read_text(encoding="utf-8")))
 
     @app.get("/api/evals/{job_id}/report.html", tags=["artefacts"], response_class=HTMLResponse)
     def eval_report_html(job_id: Id):
         job = _job(store, job_id, ("eval", "compare"))
-        sub, name = ("eval", "report.html") if job["kind"] == "eval" else ("compare", "compare.html")
-        p = Path(job["dir"]) / sub / name
-        if not p.exists():
-            raise HTTPException(404, f"{job['kind']} {job_id} has no report yet ({job['status']})")
+        rel = "eval/report.html" if job["kind"] == "eval" else "compare/compare.html"
+        p = _job_file(job, rel, "report")
         return FileResponse(p, media_type="text/html",
                             headers={"Content-Security-Policy": "script-src 'none'"})
 
     @app.get("/api/evals/{job_id}/compare", tags=["artefacts"])
     def compare_result(job_id: Id):
         """The compare job's answers (compare.md) as text."""
-        job = _job(store, job_id, "compare")
-        p = Path(job["dir"]) / "compare" / "compare.md"
-        if not p.exists():
-            raise HTTPException(404, f"compare {job_id} has no result yet ({job['status']})")
+        p = _job_file(_job(store, job_id, "compare"), "compare/compare.md", "result")
         return PlainTextResponse(p.read_text(encoding="utf-8"))
 
     @app.get("/api/evals/{job_id}/log", tags=["evals"], response_class=PlainTextResponse)
@@ -562,6 +555,14 @@ def _job(store: Store, job_id: str, kind: str | tuple | None = None) -> dict:
     return job
 
 
+def _job_file(job: dict, rel: str, what: str) -> Path:
+    """A file the job writes (``rel`` under its directory), or 404 while it is not there yet."""
+    p = Path(job["dir"]) / rel
+    if not p.exists():
+        raise HTTPException(404, f"{job['kind']} {job['id']} has no {what} yet ({job['status']})")
+    return p
+
+
 def _requeue(store: Store, job: dict) -> dict:
     if job["status"] not in ("interrupted", "cancelled", "failed"):
         raise HTTPException(409, f"{job['id']} is {job['status']}: only an interrupted, cancelled "
@@ -600,7 +601,7 @@ def _job_out(job: dict, brief: bool = False) -> dict:
                    model=(cfg.get("model") or {}).get("name"),
                    max_steps=(cfg.get("train") or {}).get("max_steps"))
         rd = J.run_dir(job)
-        summary = _read_json(rd / "summary.json")
+        summary = read_json_object(rd / "summary.json")
         rows, _ = read_rows(rd / "metrics.jsonl", 0)
         steps = [r["step"] for r in rows if isinstance(r.get("step"), int) and "loss" in r]
         losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
@@ -617,14 +618,6 @@ def _job_out(job: dict, brief: bool = False) -> dict:
                    has_report=(Path(job["dir"]) / ("eval/report.json" if job["kind"] == "eval"
                                                    else "compare/compare.md")).exists())
     return out
-
-
-def _read_json(p: Path) -> dict:
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _log_tail(job: dict, n: int) -> str:

@@ -278,12 +278,17 @@ class Trainer:
             tokens += sum(self.method.n_tokens(r) for r in g)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
+        return self._optimizer_step(loss_total, tokens, sums)
+
+    def _optimizer_step(self, loss_total: float, tokens: int, sums: dict) -> dict:
+        """Clip (or just measure) the gradient norm, step, and the step's record; shared by the
+        single-process and the distributed step (``D.full`` is the identity off FSDP)."""
         if self.cfg.train.max_grad_norm:
             gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
         else:
-            gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params
+            gn = torch.linalg.vector_norm(torch.stack([D.full(p.grad.norm()) for p in self.params
                                                        if p.grad is not None]))
-        gn = float(gn)
+        gn = float(D.full(gn))
         if not math.isfinite(gn):
             raise TrainingStopped(self._nan_message("gradient norm", gn))
         lr = self.sched.get_last_lr()[0]
@@ -318,22 +323,7 @@ class Trainer:
         loss_total, tokens = sums.pop("\0loss"), int(sums.pop("\0tokens"))
         if not math.isfinite(loss_total):      # the same value on every rank: all stop together
             raise TrainingStopped(self._nan_message("loss", loss_total))
-        if self.cfg.train.max_grad_norm:
-            gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
-        else:
-            gn = torch.linalg.vector_norm(torch.stack([D.full(p.grad.norm()) for p in self.params
-                                                       if p.grad is not None]))
-        gn = float(D.full(gn))
-        if not math.isfinite(gn):
-            raise TrainingStopped(self._nan_message("gradient norm", gn))
-        lr = self.sched.get_last_lr()[0]
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens_seen += tokens
-        return {"loss": loss_total, "lr": lr, "grad_norm": gn, "tokens": tokens,
-                "metrics": self.method.step_metrics(sums)}
+        return self._optimizer_step(loss_total, tokens, sums)
 
     @contextlib.contextmanager
     def _grad_sync(self, sync: bool):
