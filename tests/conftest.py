@@ -153,6 +153,7 @@ def start_then_sigkill(cmd: list[str], env: dict, checkpoints: Path, n: int = 2,
     proc.wait()
 
 
+@pytest.hookimpl(tryfirst=True)     # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under `make test`'s two workers (`--dist loadgroup`) a test file stays on one worker, so its
     module-scoped fixtures are built once; files that share an expensive session fixture name a
