@@ -69,8 +69,8 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
                 page.set_input_files("#upload-file", str(f))
                 page.click("#upload-button")
                 page.wait_for_function("([name, n]) => document.querySelector('#upload-report')"
-                                       ".textContent.includes(`${n} valid of ${n} lines`) && "
-                                       "document.querySelector('#upload-report').textContent"
+                                       "?.textContent.includes(`${n} valid of ${n} lines`) && "
+                                       "document.querySelector('#upload-report')?.textContent"
                                        ".includes(name)", arg=[f.name, n])
             page.wait_for_function("document.querySelectorAll('#datasets-table tbody tr[data-id]')"
                                    ".length === 2")
@@ -103,7 +103,7 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
                 page.fill(f'[data-key="{key}"]', value)
             page.fill("#overrides", "train.num_threads=1\ntrain.eval_at_start=false")
             page.click("#submit-run")             # lora.r = 0: the CLI's own message comes back
-            page.wait_for_function("document.querySelector('#form-errors').textContent"
+            page.wait_for_function("document.querySelector('#form-errors')?.textContent"
                                    ".includes('lora.r')")
             assert "greater than or equal to 1" in page.text_content("#form-errors")
             page.fill('[data-key="lora.r"]', "4")
@@ -119,10 +119,10 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
                 const n = Number(c.dataset.points);
                 if (window.__seen[window.__seen.length - 1] !== n) window.__seen.push(n);
             }, 50); }""")
-            page.wait_for_function("document.querySelector('#run-status').textContent.trim() "
+            page.wait_for_function("document.querySelector('#run-status')?.textContent.trim() "
                                    "=== 'completed'", timeout=180_000)
             page.wait_for_function("document.querySelector('canvas[data-title=\"loss\"]')"
-                                   ".dataset.points >= 63")     # 60 train + 3 eval points
+                                   "?.dataset.points >= 63")     # 60 train + 3 eval points
             seen = page.evaluate("window.__seen")
             # watched live: empty while the run started, then growing to every point
             assert seen[0] == 0 and seen[-1] >= 63 and seen == sorted(seen), seen
