@@ -209,6 +209,13 @@ class GRPOConfig(_Section):
                                                  "ROUGE-L F)")
     sample_every: int = Field(10, ge=0, description="grpo: steps between writes of sampled "
                               "completions to samples.jsonl (0: never)")
+    sampler_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="grpo: weights the rollout sampler reads — bfloat16 halves the memory "
+        "traffic of each decoded token (the policy's rounded copy samples, as with vLLM in bf16); "
+        "the log-probs of the loss are still computed in the training dtype, so the loss is "
+        "exact for the sampled tokens. auto: bfloat16 when the model trains in float32 on "
+        "hardware with native bf16 matmuls (CUDA, or a CPU with AVX512-BF16/AMX), else the "
+        "training dtype")
 
     @field_validator("group_size")
     @classmethod

@@ -337,3 +337,42 @@ def test_packed_logps_match_one_row_per_completion(tiny_backend):
     assert a[1] == pytest.approx(b[1], rel=1e-4)
     for x, y in zip(a[2], b[2]):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-6)
+
+
+def test_sampler_dtype_setting(tiny_backend):
+    """grpo.sampler_dtype → the sampler's weight dtype: explicit names are obeyed; auto casts a
+    float32 model to bfloat16 only where oneDNN (CPU) or CUDA has native bf16 kernels."""
+    from mindprint.backends.torch.sampling import sampler_dtype
+
+    model = tiny_backend.model
+    assert sampler_dtype("float32", model) is torch.float32
+    assert sampler_dtype("bfloat16", model) is torch.bfloat16
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert sampler_dtype("auto", model) is (torch.bfloat16 if native else None)
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        sampler_dtype("fp8", model)
+    with pytest.raises(Exception, match="sampler_dtype"):
+        config_mod.from_dict({"method": "grpo", "data": {"train": "x.jsonl"},
+                              "grpo": {"sampler_dtype": "half"}})
+
+
+def test_bf16_sampler_decodes_like_float32(tiny_backend):
+    """A bfloat16 copy of the weights samples the same structure (n rows per prompt, ids cut at
+    end-of-turn) and, greedily, mostly the same tokens as the float32 weights; the model itself
+    is untouched (still float32)."""
+    from mindprint.backends.torch.sampling import fast_sampler
+    from mindprint.methods.grpo import sample_completions
+
+    model, tok = tiny_backend.model, tiny_backend.tokenizer
+    s = fast_sampler(model, torch.bfloat16)
+    assert s.head_w.dtype == torch.bfloat16 and s.layers[0][1].dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [5, 6]]
+    kw = dict(n=2, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
+    a = sample_completions(model, tok, prompts, **kw)
+    b = sample_completions(model, tok, prompts, dtype=torch.bfloat16, **kw)
+    assert len(b) == 4 and b[0] == b[1]
+    assert all(len(ids) <= 8 and (not fin or ids[-1] in (tok.eos_token_id,
+               tok.convert_tokens_to_ids("<|im_end|>"))) for ids, fin in b)
+    same = sum(x == y for (ia, _), (ib, _) in zip(a, b) for x, y in zip(ia, ib))
+    assert same >= len(a[0][0])          # at least one row's worth of tokens agree

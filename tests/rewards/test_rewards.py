@@ -113,3 +113,35 @@ def test_unknown_reward_did_you_mean_and_config_checks():
         _cfg(rewards=["format"])
     with pytest.raises(ConfigError, match="not a regular expression"):
         _cfg(rewards=["format"], format_pattern="(")
+
+
+def test_length_gives_unfinished_completions_zero():
+    """A completion cut off before end-of-turn scores 0 on `length` whatever its visible words:
+    range [1, 3]; "a b" finished → 1; "a b" unfinished → 0; 6 words finished → 1 − 3/3 = 0."""
+    [length] = R.build(_cfg(rewards=["length"], length_range=[1, 3]).grpo)
+    comps = ["a b", "a b", "a b c d e f"]
+    assert R.score([length], None, comps, [_rec()] * 3, finished=[True, False, True]) == \
+        [[1.0, 0.0, 0.0]]
+    assert R.score([length], None, comps, [_rec()] * 3) == [[1.0, 1.0, 0.0]]   # no flags: all ended
+
+
+def test_finished_flags_reach_only_functions_that_take_them():
+    seen = {}
+
+    def plain(prompts, completions, records):
+        return [1.0] * len(completions)
+
+    def named(prompts, completions, records, finished):
+        seen["named"] = finished
+        return [float(f) for f in finished]
+
+    def kwargs(prompts, completions, records, **kw):
+        seen["kwargs"] = kw
+        return [0.5] * len(completions)
+
+    rs = [R.Reward("plain", plain), R.Reward("named", named), R.Reward("kwargs", kwargs)]
+    table = R.score(rs, None, ["x", "y"], [_rec(), _rec()], finished=[True, False])
+    assert table == [[1.0, 1.0], [1.0, 0.0], [0.5, 0.5]]
+    assert seen == {"named": [True, False], "kwargs": {"finished": [True, False]}}
+    with pytest.raises(ValueError, match="finished has 1 flags for 2 completions"):
+        R.score(rs, None, ["x", "y"], [_rec(), _rec()], finished=[True])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..backends.torch.sampling import fast_sampler
+from ..backends.torch.sampling import fast_sampler, sampler_dtype
 from ..data.jsonl import load_many
 from ..data.render import render_prompt
 from ..errors import ConfigError, DataError
@@ -191,9 +191,10 @@ def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_
     max_new_tokens ran out first. One batch for all prompts × n, static KV cache, adapter merged
     (:mod:`mindprint.backends.torch.sampling`); models it does not cover use ``generate`` on a
     left-padded batch (also with ``fast=False``); ``dtype`` casts the fast sampler's weights
-    (an experiment: bfloat16 halves the memory read per token; not measured to pay yet). Seeded without disturbing the global random
-    stream. ``temperature = 0`` decodes greedily. ``synced``: under
-    FSDP every rank keeps stepping until all ranks are done (each step is a collective)."""
+    (``grpo.sampler_dtype``: bfloat16 halves the memory read per decoded token; ``generate`` keeps
+    the model's dtype). Seeded without disturbing the global random stream. ``temperature = 0``
+    decodes greedily. ``synced``: under FSDP every rank keeps stepping until all ranks are done
+    (each step is a collective)."""
     dev = next(model.parameters()).device
     pad = tok.pad_token_id
     width = max(len(p) for p in prompts)
@@ -322,7 +323,8 @@ class GRPOMethod:
         kw = {"synced": True} if d is not None and d.fsdp else {}
         return _forward(backend, sample_completions, backend.tokenizer, [p.ids for p in items], n=n,
                         max_new_tokens=g.max_completion_length, temperature=temperature,
-                        top_p=g.top_p, seed=seed, **kw)
+                        top_p=g.top_p, seed=seed, dtype=sampler_dtype(g.sampler_dtype, backend.model),
+                        **kw)
 
     def _score(self, backend, items: list[PromptItem], outs, n: int):
         from .. import rewards
@@ -331,7 +333,8 @@ class GRPOMethod:
         texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in outs]
         recs = [p.record for p in items for _ in range(n)]
         prompts = [[m.as_dict() for m in r.prompt] for r in recs]
-        table = rewards.score(self.rewards, prompts, texts, recs)
+        table = rewards.score(self.rewards, prompts, texts, recs,
+                              finished=[bool(f) for _, f in outs])
         return texts, table, rewards.combine(self.rewards, table)
 
     def _logps(self, backend, samples: list[Sample], *, entropy: bool = False):

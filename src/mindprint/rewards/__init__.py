@@ -4,7 +4,9 @@ A reward function takes the step's ``(prompts, completions, records)`` — promp
 (lists of ``{"role", "content"}``), completions as decoded text, records as the
 :class:`~mindprint.data.records.PromptRecord` each prompt came from — and returns one float per
 completion, or ``None`` where it does not apply (e.g. a record without ``answer``). A completion no
-reward applies to gets advantage 0.
+reward applies to gets advantage 0. A function that declares a ``finished`` parameter (or takes
+``**kwargs``) is also given ``finished=``: one bool per completion, True when it ended with
+end-of-turn, False when ``grpo.max_completion_length`` cut it off.
 
 ``grpo.rewards`` names built-ins (:data:`BUILTINS`, see :mod:`.builtin`) or user functions as
 ``"package.module:function"``; the current directory is importable, so a ``my_rewards.py`` next to
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import math
 import numbers
 import os
@@ -99,16 +102,29 @@ def _check(name: str, got, n: int) -> list[float | None]:
     return out
 
 
-def score(rewards: list[Reward], prompts, completions: list[str], records) -> list[list[float | None]]:
+def _takes_finished(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):     # builtins / C callables without a signature
+        return False
+    return any(p.name == "finished" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def score(rewards: list[Reward], prompts, completions: list[str], records,
+          finished: list[bool] | None = None) -> list[list[float | None]]:
     """``[F][N]`` values of every reward function (None where one does not apply).
 
-    A function that raises, or returns the wrong number or kind of values, stops the run with a
-    :class:`MindprintError` naming it.
+    ``finished`` (one bool per completion: ended with end-of-turn) is passed as a keyword to the
+    functions that accept it. A function that raises, or returns the wrong number or kind of
+    values, stops the run with a :class:`MindprintError` naming it.
     """
+    if finished is not None and len(finished) != len(completions):
+        raise ValueError(f"finished has {len(finished)} flags for {len(completions)} completions")
     table = []
     for r in rewards:
+        kw = {"finished": list(finished)} if finished is not None and _takes_finished(r.fn) else {}
         try:
-            got = r.fn(prompts, completions, records)
+            got = r.fn(prompts, completions, records, **kw)
         except MindprintError:
             raise
         except Exception as e:  # noqa: BLE001 - a user function's bug must name the function

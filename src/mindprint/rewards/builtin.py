@@ -5,7 +5,9 @@
 * ``answer_similarity``: token F1 (bag of lower-cased words) or ROUGE-L F (longest common word
   subsequence) against ``answer``; None without an answer.
 * ``length``: 1 when the completion's word count n is inside [lo, hi]; n/lo below;
-  max(0, 1 − (n − hi)/hi) above.
+  max(0, 1 − (n − hi)/hi) above; 0 for a completion that never ended (cut off by
+  ``grpo.max_completion_length`` before end-of-turn: its length is unknown, and scoring its
+  visible words would reward packing fewer, longer "words" into the budget instead of stopping).
 * ``format``: 1 when ``re.search(grpo.format_pattern, completion)`` finds a match, else 0.
 * ``banned_phrases``: 1/(1 + h), h = occurrences of ``eval.banned_phrases`` (case-insensitive).
 """
@@ -81,8 +83,10 @@ def make(name: str, cfg, banned_phrases: list[str] | None = None):
     if name == "length":
         lo, hi = cfg.length_range
 
-        def length(prompts, completions, records):
-            return [length_score(len((c or "").split()), lo, hi) for c in completions]
+        def length(prompts, completions, records, finished=None):
+            done = [True] * len(completions) if finished is None else finished
+            return [length_score(len((c or "").split()), lo, hi) if f else 0.0
+                    for c, f in zip(completions, done)]
         return length
     if name == "format":
         pattern = re.compile(cfg.format_pattern)

@@ -180,6 +180,32 @@ def _pick(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
     return (idx if order is None else order.gather(-1, idx)).squeeze(1)
 
 
+def sampler_dtype(setting: str, model) -> torch.dtype | None:
+    """The dtype ``grpo.sampler_dtype`` asks the sampler to cast to (None: keep the model's).
+
+    ``auto`` picks bfloat16 only where it is both a saving and native: float32 weights (half the
+    bytes to stream per decoded token) on CUDA with bf16 support or on a CPU whose oneDNN has bf16
+    kernels (AVX512-BF16 / AMX); anything else keeps the training dtype."""
+    if setting == "float32":
+        return torch.float32
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if setting != "auto":
+        raise ValueError(f"grpo.sampler_dtype must be auto, float32 or bfloat16, not {setting!r}")
+    p = next(model.parameters(), None)
+    if p is None or p.dtype != torch.float32:
+        return None
+    if p.device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if p.device.type == "cpu":
+        try:
+            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            native = False
+        return torch.bfloat16 if native else None
+    return None
+
+
 def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
     """A :class:`FastSampler` for ``model`` as it is now (adapter merged), its weights cast to
     ``dtype`` when given, or None when this model or adapter is not supported (then use
