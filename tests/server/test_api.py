@@ -389,3 +389,18 @@ def test_eval_and_compare_jobs_run_the_cli(tmp_path, tiny_adapter):
         assert listed == {ev, cmp}
         cmpr = c.get("/api/compare", params={"runs": "r-00000000000a"}).json()
         assert cmpr["eval_reports"][0]["summary"]["tuned"]["perplexity"] > 0
+
+
+def test_job_environment_drops_overrides_and_shares_the_cores(monkeypatch):
+    from mindprint.server.jobs import _child_env
+
+    monkeypatch.setenv("MINDPRINT_TRAIN__LR", "1")
+    monkeypatch.setenv("MINDPRINT_CACHE", "/c")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    one, four = _child_env(1), _child_env(4)
+    assert "MINDPRINT_TRAIN__LR" not in one and one["MINDPRINT_CACHE"] == "/c"
+    assert "OMP_NUM_THREADS" not in one and four["OMP_NUM_THREADS"] == "2"
+    assert _child_env(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")          # the user's choice wins
+    assert _child_env(4)["OMP_NUM_THREADS"] == "3"

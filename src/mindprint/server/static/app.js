@@ -372,31 +372,47 @@ async function pageRun(main, id) {
   }
   loadLog();
   every(3000, () => { if (['queued', 'running'].includes(job.status)) loadLog(); });
+  // The eval box is refreshed when the page opens and again when the event stream ends (at once for
+  // a finished run), so a refresh updates the list and the dataset choices in place and never
+  // rebuilds a form the user may already be filling in.
   async function loadEvalBox() {
     const [datasets, evals, samples] = await Promise.all([api('/api/datasets'), api(`/api/evals?run=${id}`),
       api(`/api/runs/${id}/samples?limit=20`)]);
+    const box = $('#eval-box');
+    if (!box) return;                            // the page was left meanwhile
+    if (!box.querySelector('#eval-list')) box.innerHTML = '<div id="eval-list"></div><div id="eval-form-box"></div>';
+    $('#eval-list').innerHTML = evals.length ? '<ul>' + evals.map(e => `<li><a href="#/eval/${e.id}">${esc(e.name)}</a> ${badge(e.status)} ${when(e.created_at)}</li>`).join('') + '</ul>' : '';
     const opts = '<option value="">(none)</option>' + datasets.map(d => `<option value="${esc(d.id)}">${esc(d.name)} · ${esc(d.format || '?')}</option>`).join('');
-    $('#eval-box').innerHTML = (evals.length ? '<ul>' + evals.map(e => `<li><a href="#/eval/${e.id}">${esc(e.name)}</a> ${badge(e.status)} ${when(e.created_at)}</li>`).join('') + '</ul>' : '') +
-      (job.has_adapter ? `<form id="eval-form" class="grid">
+    let form = $('#eval-form');
+    if (form) {                                  // keep the user's choices; refresh the dataset list
+      form.querySelectorAll('select').forEach(sel => {
+        const keep = sel.value;
+        sel.innerHTML = opts;
+        sel.value = [...sel.options].some(o => o.value === keep) ? keep : '';
+      });
+    } else if (job.has_adapter) {
+      $('#eval-form-box').innerHTML = `<form id="eval-form" class="grid">
         <label class="field"><span class="key">prompts (voice fidelity, style)</span><select name="prompts">${opts}</select></label>
         <label class="field"><span class="key">chat (perplexity)</span><select name="chat">${opts}</select></label>
         <label class="field"><span class="key">preference (accuracy)</span><select name="preference">${opts}</select></label>
         <label class="field"><span class="key">max prompts</span><input name="max_prompts" value="16"></label>
         <label class="field"><span class="key">max new tokens</span><input name="max_new_tokens" value="128"></label>
-        <div><button class="primary">Evaluate base vs tuned</button></div></form><div id="eval-errors" class="errors"></div>`
-        : '<p class="muted">An adapter is needed: evaluate once the run has finished.</p>');
-    const form = $('#eval-form');
-    if (form) form.onsubmit = async ev => {
-      ev.preventDefault();
-      const fd = new FormData(form);
-      const pick = k => (fd.get(k) ? [fd.get(k)] : []);
-      try {
-        const e = await api('/api/evals', { method: 'POST', json: { run: id, prompts: pick('prompts'), chat: pick('chat'),
-          preference: pick('preference'), max_prompts: Number(fd.get('max_prompts')) || null,
-          max_new_tokens: Number(fd.get('max_new_tokens')) || null } });
-        location.hash = `#/eval/${e.id}`;
-      } catch (e) { $('#eval-errors').textContent = e.message; }
-    };
+        <div><button class="primary">Evaluate base vs tuned</button></div></form><div id="eval-errors" class="errors"></div>`;
+      form = $('#eval-form');
+      form.onsubmit = async ev => {
+        ev.preventDefault();
+        const fd = new FormData(form);
+        const pick = k => (fd.get(k) ? [fd.get(k)] : []);
+        try {
+          const e = await api('/api/evals', { method: 'POST', json: { run: id, prompts: pick('prompts'), chat: pick('chat'),
+            preference: pick('preference'), max_prompts: Number(fd.get('max_prompts')) || null,
+            max_new_tokens: Number(fd.get('max_new_tokens')) || null } });
+          location.hash = `#/eval/${e.id}`;
+        } catch (e) { $('#eval-errors').textContent = e.message; }
+      };
+    } else {
+      $('#eval-form-box').innerHTML = '<p class="muted">An adapter is needed: evaluate once the run has finished.</p>';
+    }
     $('#samples').innerHTML = samples.length ? '<h2>Sampled completions</h2>' + samples.slice(-6).map(s =>
       `<div class="sample"><div class="muted">step ${s.step ?? ''}</div><pre>${esc(JSON.stringify(s, null, 1))}</pre></div>`).join('') : '';
   }
