@@ -160,9 +160,15 @@ def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_
                       ["eval"]["voice_fidelity"], float)
 
 
-def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys):
+def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys,
+                                                    monkeypatch):
     pytest.importorskip("mlx_lm")
+    from mindprint.backends.mlx import train as mlx_train
     from mindprint.cli import main
+
+    # every method runs on mlx now; a build without one (grpo here) refuses it up front
+    monkeypatch.setattr(mlx_train, "MLX_METHODS", tuple(m for m in mlx_train.MLX_METHODS
+                                                        if m != "grpo"))
 
     train, ev = topic_files
     cfg = tmp_path / "c.yaml"

@@ -132,7 +132,7 @@ def test_accumulation_invariance(tiny_backend, tmp_path, loss_type, iterations, 
                 s.ref = r
         if iterations > 1:       # an "old" policy a little away from the current one
             for s, o in zip(part, method._side_logps(tiny_backend, part, reference=False)):
-                s.old = o + 0.05 * torch.randn(o.shape, generator=torch.Generator().manual_seed(2))
+                s.old = o + 0.05 * torch.randn(o.shape, generator=torch.Generator().manual_seed(2)).numpy()
     params = [p for p in tiny_backend.model.parameters() if p.requires_grad]
 
     def grads(micro):

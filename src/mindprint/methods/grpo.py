@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +34,7 @@ from ..backends.torch.sampling import fast_sampler, sampler_dtype
 from ..data.jsonl import load_many
 from ..data.render import render_prompt
 from ..errors import ConfigError, DataError
+from ..losses import xp as xpmod
 from ..losses.grpo import group_advantages, grpo_loss
 
 
@@ -55,8 +57,8 @@ class Sample:
     ids: list[int]              # prompt + completion
     n_completion: int
     advantage: float
-    old: torch.Tensor | None = field(default=None, repr=False)   # [n_completion] log-probs
-    ref: torch.Tensor | None = field(default=None, repr=False)
+    old: np.ndarray | None = field(default=None, repr=False)   # [n_completion] log-probs (host)
+    ref: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_tokens(self) -> int:
@@ -234,15 +236,20 @@ def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_
     return result
 
 
-def _per_sample(logps: torch.Tensor, mask: torch.Tensor, samples: list[Sample]) -> list[torch.Tensor]:
-    flat = logps[mask.bool()].detach().float().cpu()
-    return list(torch.split(flat, [s.n_completion for s in samples]))
+def _per_sample(logps, mask, samples: list[Sample], xp) -> list[np.ndarray]:
+    """Each sample's completion log-probs (float32, on the host), from ``[N, T]`` log-probs and
+    their completion mask (row-major, one row per sample); any backend's arrays."""
+    flat = xp.to_numpy(logps)[xp.to_numpy(mask) > 0.5]
+    return np.split(flat, np.cumsum([s.n_completion for s in samples])[:-1])
 
 
-def _stack(batch_mask: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
-    flat = torch.cat(parts).to(batch_mask.device)
-    out = torch.zeros(batch_mask.shape, dtype=flat.dtype, device=batch_mask.device)
-    return out.masked_scatter(batch_mask.bool(), flat)
+def _stack(batch_mask, parts: list, xp, like):
+    """The inverse of :func:`_per_sample`: ``parts`` laid out at ``batch_mask``'s positions
+    (0 elsewhere), float32, as an array of ``like``'s backend."""
+    m = xp.to_numpy(batch_mask) > 0.5
+    out = np.zeros(m.shape, dtype=np.float32)
+    out[m] = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])
+    return xp.asarray(out, like=xp.astype_float(like))
 
 
 # -- the method --------------------------------------------------------------------------------
@@ -319,6 +326,10 @@ class GRPOMethod:
     # -- rollout (before the micro-batches of a step) ------------------------------------------
     def _generate(self, backend, items: list[PromptItem], n: int, temperature: float, seed: int):
         g = self.cfg.grpo
+        if hasattr(backend, "sample_completions"):      # backends with their own sampler (mlx)
+            return backend.sample_completions([p.ids for p in items], n=n,
+                                              max_new_tokens=g.max_completion_length,
+                                              temperature=temperature, top_p=g.top_p, seed=seed)
         d = getattr(backend, "dist", None)
         kw = {"synced": True} if d is not None and d.fsdp else {}
         return _forward(backend, sample_completions, backend.tokenizer, [p.ids for p in items], n=n,
@@ -344,6 +355,9 @@ class GRPOMethod:
         from ..backends.torch.model import _decoder_and_head
 
         t = self.cfg.grpo.temperature
+        if hasattr(backend, "completion_logps"):         # backends that score rows themselves (mlx)
+            return backend.completion_logps([s.ids for s in samples], [s.mask for s in samples], t,
+                                            entropy=entropy)
         if self._packed is None:
             self._packed = (getattr(backend, "group_layout", "rows") == "shared_prompt"
                             and _decoder_and_head(backend.model)[0] is not None)
@@ -355,7 +369,7 @@ class GRPOMethod:
         return lp, batch["loss_mask"], ent
 
     @torch.no_grad()
-    def _side_logps(self, backend, samples: list[Sample], *, reference: bool) -> list[torch.Tensor]:
+    def _side_logps(self, backend, samples: list[Sample], *, reference: bool) -> list[np.ndarray]:
         model = backend.model
         was_training = model.training
         model.eval()
@@ -367,7 +381,7 @@ class GRPOMethod:
                 lp, mask, _ = self._logps(backend, samples)
         finally:
             model.train(was_training)
-        return _per_sample(lp, mask, samples)
+        return _per_sample(lp, mask, samples, backend.xp)
 
     def rollout(self, backend, micro: list[list[PromptItem]], step: int) -> list[list[Sample]]:
         """The step's micro-batches of completions (see the module docstring)."""
@@ -386,8 +400,8 @@ class GRPOMethod:
         texts, table, total = self._score(backend, items, outs, G)
         valid = torch.tensor([t is not None for t in total], dtype=torch.float64)
         r = torch.tensor([t if t is not None else 0.0 for t in total], dtype=torch.float64)
-        adv, am = group_advantages(r, G, scale=g.scale_rewards, valid=valid,
-                                   xp=backend.xp)
+        # advantages on the host in float64, whatever the backend (the same numbers on torch and mlx)
+        adv, am = group_advantages(r, G, scale=g.scale_rewards, valid=valid, xp=xpmod.get("torch"))
         samples = [Sample(len(p.ids), list(p.ids) + list(ids), len(ids), float(a))
                    for p, (ids, _), a in zip((p for p in items for _ in range(G)), outs, adv.tolist())]
         batches, s = [], 0
@@ -450,22 +464,24 @@ class GRPOMethod:
 
     def micro_loss(self, backend, samples: list[Sample], norm: Norm):
         g = self.cfg.grpo
+        xp = backend.xp
         logps, mask, ent = self._logps(backend, samples, entropy=True)
-        mask = mask.float()
-        old = _stack(mask, [s.old for s in samples]) if g.num_iterations > 1 else logps.detach()
-        ref = _stack(mask, [s.ref for s in samples]) if g.beta > 0 else None
-        adv = torch.tensor([s.advantage for s in samples], dtype=logps.dtype, device=logps.device)
+        mask = xp.astype_float(mask)
+        old = (_stack(mask, [s.old for s in samples], xp, logps) if g.num_iterations > 1
+               else xp.stop_gradient(logps))
+        ref = _stack(mask, [s.ref for s in samples], xp, logps) if g.beta > 0 else None
+        adv = xp.asarray([s.advantage for s in samples], like=logps)
         loss, m = grpo_loss(logps, old, adv, mask, ref_logps=ref, beta=g.beta, epsilon=g.epsilon,
                             epsilon_high=g.epsilon_high, loss_type=g.loss_type,
                             importance_sampling_level=g.importance_sampling_level,
                             max_completion_length=g.max_completion_length,
-                            num_items=norm.tokens, xp=backend.xp)
+                            num_items=norm.tokens, xp=xp)
         if g.loss_type in ("grpo", "dr_grpo"):
             loss = loss * (len(samples) / norm.seqs)
         elif g.loss_type == "bnpo":
             loss = loss / norm.micros
-        tokens = float(mask.sum())
-        sums = {f"{k}_sum": float(v) * tokens for k, v in m.items()}
+        tokens = xp.to_float(xp.sum(mask))
+        sums = {f"{k}_sum": xp.to_float(v) * tokens for k, v in m.items()}
         sums.update(tokens=tokens, entropy_sum=ent or 0.0)
         return loss, sums
 

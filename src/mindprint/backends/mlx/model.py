@@ -271,6 +271,47 @@ class MLXBackend:
         sums = mx.zeros((len(groups) * K,), dtype=per_row.dtype).at[mx.array(where)].add(per_row)
         return sums.reshape(len(groups), K), mx.array(np.array(counts, dtype=np.float32))
 
+    # -- GRPO: rollouts and completion log-probs (methods/grpo.py calls these) ------------------
+    def eos_ids(self) -> list[int]:
+        tok = self.tokenizer
+        return [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+                if isinstance(i, int) and i >= 0]
+
+    def sample_completions(self, prompts: list[list[int]], *, n: int, max_new_tokens: int,
+                           temperature: float, top_p: float, seed: int
+                           ) -> list[tuple[list[int], bool]]:
+        """``n`` completions per prompt, batched and KV-cached (:mod:`.sampling`)."""
+        from .sampling import sample_completions
+
+        return sample_completions(self.model, prompts, n=n, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed,
+                                  eos=self.eos_ids())
+
+    def completion_logps(self, seqs: list[list[int]], masks: list[list[int]],
+                         temperature: float = 1.0, *, entropy: bool = False):
+        """``([B, T] log-probs under softmax(logits / temperature) where the mask is 1 (0
+        elsewhere), the mask [B, T], the entropy summed over those positions or None)``; one
+        padded row per sequence, logits only at masked positions (chunked); the entropy carries
+        no gradient."""
+        batch = self.batch(seqs, masks)
+        if batch["n_rows"] == 0:
+            return (mx.zeros(batch["input_ids"].shape, dtype=mx.float32), batch["loss_mask"],
+                    0.0 if entropy else None)
+        rows, head = _rows(self.model, batch)
+        tgt = batch["targets"]
+        sel, ent = [], 0.0
+        for s in range(0, rows.shape[0], 512):
+            logits = (rows[s:s + 512] if head is None else head(rows[s:s + 512])).astype(mx.float32)
+            if temperature != 1.0:
+                logits = logits / temperature
+            lse = mx.logsumexp(logits, axis=-1)
+            sel.append(mx.take_along_axis(logits, tgt[s:s + 512, None], -1).squeeze(-1) - lse)
+            if entropy:
+                lp = mx.stop_gradient(logits - lse[:, None])
+                ent += float(-(mx.exp(lp) * lp).sum().item())
+        lp = _scatter(batch, mx.concatenate(sel) if len(sel) > 1 else sel[0])
+        return lp, batch["loss_mask"], (ent if entropy else None)
+
     @contextlib.contextmanager
     def disabled_adapter(self):
         """The base model, for reference passes: the LoRA layers' own base linears swapped in

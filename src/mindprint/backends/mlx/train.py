@@ -119,6 +119,8 @@ class MLXTrainer(Trainer):
         mx.random.seed(self.cfg.train.seed * 1_000_003 + self.step)
         micro = self.sampler.next_step()
         groups = [self._examples(m) for m in micro]
+        if hasattr(self.method, "rollout"):     # RL: sample and score completions for this step
+            groups = self.method.rollout(self.backend, groups, self.step)
         norm = sum(self.method.weight(g) for g in groups)
         loss_total, tokens, sums, acc = 0.0, 0, {}, None
         for g in groups:
@@ -206,7 +208,7 @@ class MLXTrainer(Trainer):
         return peak_memory_mb()
 
 
-MLX_METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "simpo", "kto")
+MLX_METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "simpo", "kto", "grpo")
 
 
 def check_method(method: str) -> None:
