@@ -123,6 +123,8 @@ def run_mindprint(a) -> dict:
         raw["grpo"] = {"group_size": GRPO_GROUP, "max_completion_length": a.max_completion_length,
                        "temperature": 1.0, "top_p": 1.0, "loss_type": "dapo", "beta": 0.0,
                        "rewards": ["benchmarks.vs_trl:length_reward"], "sample_every": 0}
+        if a.sampler_dtype:          # else the config's default (auto)
+            raw["grpo"]["sampler_dtype"] = a.sampler_dtype
         os.chdir(REPO)       # the reward is imported as "benchmarks.vs_trl:length_reward"
     cfg = C.from_dict(raw)
     t0 = time.monotonic()
@@ -149,9 +151,13 @@ def run_mindprint(a) -> dict:
     res = {"s_per_step": s, "tokens_per_s": toks / span, "final_loss": losses[-1],
            "eval_pref_acc": acc, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}
     if a.method == "grpo":
+        from mindprint.backends.torch.sampling import sampler_dtype
+
         res.update(_grpo_stats([m["reward"] for m in metrics],
                                [m["completion_len_mean"] for m in metrics],
                                [m["generate_s"] for m in metrics], a.warmup))
+        dt = sampler_dtype(cfg.grpo.sampler_dtype, trainer.model)
+        res["sampler_dtype"] = f"{cfg.grpo.sampler_dtype} -> {str(dt or 'model dtype').replace('torch.', '')}"
     return res
 
 
@@ -303,6 +309,8 @@ def side(name: str, a) -> dict:
            "--max-completion-length", str(a.max_completion_length), "--_side", name]
     if a.gradient_checkpointing:
         cmd.append("--gradient-checkpointing")
+    if a.sampler_dtype:
+        cmd += ["--sampler-dtype", a.sampler_dtype]
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                TRL_EXPERIMENTAL_SILENCE="1")
     t0 = time.monotonic()
@@ -336,6 +344,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     p.add_argument("--max-length", type=int, default=256, help="grpo: prompt tokens at most")
     p.add_argument("--max-completion-length", type=int, default=64, help="grpo: tokens sampled")
+    p.add_argument("--sampler-dtype", choices=["auto", "float32", "bfloat16"],
+                   help="grpo: Mindprint's grpo.sampler_dtype (default: the config default, auto); "
+                        "TRL samples with model.generate in the model's float32")
     p.add_argument("--only", choices=["mindprint", "trl"], help="run one side and print its JSON")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both sides")
     p.add_argument("--verbose", action="store_true", help="show both sides' logs")
@@ -392,6 +403,8 @@ def main(argv=None) -> int:
         **({f"{side}_{k}": round(r[k], 4) for side, r in (("mindprint", mp), ("trl", trl))
             for k in ("generate_s_per_step", "completion_len_mean", "reward_mean")}
            if a.method == "grpo" else {}),
+        **({"mindprint_sampler_dtype": mp["sampler_dtype"], "load_before_mp_trl":
+            [load0, mp["load"], trl["load"]]} if a.method == "grpo" else {}),
     }))
     return 0
 

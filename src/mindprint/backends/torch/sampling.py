@@ -226,6 +226,13 @@ def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
         return None
     if getattr(cfg, "pretraining_tp", 1) not in (1, None):
         return None
+
+    def cast(t):
+        # each part is cast before the fused copies are made: one pass over the float32 weights
+        if dtype is None or not isinstance(t, torch.Tensor) or t.dtype == dtype:
+            return t
+        return t.to(dtype)
+
     layers = []
     for layer in body.layers:
         a, m = layer.self_attn, layer.mlp
@@ -234,27 +241,23 @@ def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
         if any(p is None for p in parts) or any(
                 not hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm")):
             return None
-        (wq, bq), (wk, bk), (wv, bv), (wo, bo), (wg, bg), (wu, bu), (wd, bd) = parts
+        (wq, bq), (wk, bk), (wv, bv), (wo, bo), (wg, bg), (wu, bu), (wd, bd) = (
+            (cast(w), cast(b)) for w, b in parts)
         bqkv = None if bq is None and bk is None and bv is None else torch.cat(
             [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
              for w, b in ((wq, bq), (wk, bk), (wv, bv))])
         bgu = None if bg is None and bu is None else torch.cat(
             [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
              for w, b in ((wg, bg), (wu, bu))])
-        layers.append((layer.input_layernorm.weight.detach(), torch.cat([wq, wk, wv]), bqkv,
-                       wo, bo, layer.post_attention_layernorm.weight.detach(),
+        layers.append((cast(layer.input_layernorm.weight.detach()), torch.cat([wq, wk, wv]), bqkv,
+                       wo, bo, cast(layer.post_attention_layernorm.weight.detach()),
                        torch.cat([wg, wu]), bgu, wd, bd, m.act_fn))
     hw = _effective(head)
     if hw is None:
         return None
     emb = base.get_input_embeddings().weight.detach()
-    if dtype is not None and dtype != hw[0].dtype:
-        cast = lambda t: t if not isinstance(t, torch.Tensor) else t.to(dtype)  # noqa: E731
-        layers = [tuple(cast(t) for t in layer) for layer in layers]
-        tied = hw[0].data_ptr() == emb.data_ptr()
-        hw = (cast(hw[0]), cast(hw[1]))
-        emb = hw[0] if tied else cast(emb)
-        norm_w = cast(body.norm.weight.detach())
-    else:
-        norm_w = body.norm.weight.detach()
+    tied = hw[0].data_ptr() == emb.data_ptr()
+    hw = (cast(hw[0]), cast(hw[1]))
+    emb = hw[0] if tied else cast(emb)
+    norm_w = cast(body.norm.weight.detach())
     return FastSampler(base, layers, norm_w, hw[0], hw[1], emb, body.rotary_emb)
