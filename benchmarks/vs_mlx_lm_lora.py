@@ -94,13 +94,18 @@ def run_mindprint(a) -> dict:
 
     trainer.train_step = timed
     trainer.train()
+    from mindprint.backends.mlx import fast_blas
+
     return {"s_per_step": _steady(ends, a.warmup), "setup_s": setup_s, "final_loss": losses[-1],
-            **_memory()}
+            "blas": fast_blas(), **_memory()}
 
 
 # The peer's side: only mlx-lm-lora's and mlx-lm's own API, run by --peer-python.
 PEER = r'''
-import json, resource, sys, time
+import ctypes, json, resource, sys, time
+a = json.loads(sys.argv[1])
+if a["blas"]:   # the BLAS Mindprint's side used (mindprint.backends.mlx), loaded the same way
+    ctypes.CDLL(a["blas"], mode=ctypes.RTLD_GLOBAL)
 import mlx.core as mx, mlx.optimizers as optim
 from mlx_lm.utils import load
 from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -108,7 +113,6 @@ from mlx_lm_lora.trainer.datasets import CacheDataset, DPODataset
 from mlx_lm_lora.trainer.dpo_trainer import DPOTrainingArgs, train_dpo
 from mlx_lm_lora.trainer.sft_trainer import TrainingCallback
 
-a = json.loads(sys.argv[1])
 # mlx-lm-lora 5.10 train_dpo starts with mx.set_wired_limit(mx.device_info()[
 # "max_recommended_working_set_size"]), a Metal-only key: supply it on a CPU device (the wired
 # limit is a no-op there), change nothing else
@@ -147,13 +151,13 @@ print(json.dumps({"s_per_step": (e[-1] - e[0]) / max(len(e) - 1, 1), "setup_s": 
 '''
 
 
-def run_peer(a) -> dict:
+def run_peer(a, blas: str | None) -> dict:
     from mindprint.models import resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         arg = {"model": resolve("smollm2-135m-instruct").path, "keys": KEYS, "data": str(subset(a)),
                "batch_size": a.batch_size, "steps": a.steps, "max_length": a.max_length,
-               "lr": LR, "beta": BETA, "warmup": a.warmup,
+               "lr": LR, "beta": BETA, "warmup": a.warmup, "blas": blas,
                "adapter_file": str(Path(tmp) / "adapters.safetensors")}
         r = subprocess.run([a.peer_python, "-c", PEER, json.dumps(arg)], capture_output=True,
                            text=True, cwd=tmp)
@@ -186,9 +190,10 @@ def main() -> None:
         sys.exit(f"mindprint failed:\n{r.stderr[-3000:]}")
     mp = json.loads(r.stdout.strip().splitlines()[-1])
     mid = load()
-    peer = run_peer(a)
+    peer = run_peer(a, mp.get("blas"))
     after = load()
-    print(f"load average: {before} before, {mid} between, {after} after")
+    print(f"load average: {before} before, {mid} between, {after} after; "
+          f"BLAS under MLX (both sides): {mp.get('blas') or 'the mlx wheel own'}")
     print(f"| {'':16s} | {'Mindprint-MLX':>13s} | {'mlx-lm-lora':>11s} | {'ratio':>6s} |")
     for key, label in (("s_per_step", "s/step"), ("mlx_peak_mb", "MLX peak (MB)"),
                        ("peak_rss_mb", "peak RSS (MB)"), ("setup_s", "setup (s)"),
@@ -196,7 +201,7 @@ def main() -> None:
         ratio = f"{mp[key] / peer[key]:.2f}×" if key != "final_loss" and peer.get(key) else ""
         print(f"| {label:16s} | {mp[key]:>13.3f} | {peer[key]:>11.3f} | {ratio:>6s} |")
     print(json.dumps({"method": "dpo", "backend": "mlx", "steps": a.steps, "batch_size": a.batch_size,
-                      "pairs": a.pairs,
+                      "pairs": a.pairs, "blas": mp.get("blas"),
                       "max_length": a.max_length, "mindprint_s_per_step": round(mp["s_per_step"], 3),
                       "mlx_lm_lora_s_per_step": round(peer["s_per_step"], 3),
                       "speedup": round(peer["s_per_step"] / mp["s_per_step"], 3),

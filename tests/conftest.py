@@ -18,8 +18,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two pytest workers on the CI's two cores: one math thread each (training
     # subprocesses inherit it), or the workers' thread pools fight over the same cores
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[_var] = os.environ.get("MINDPRINT_TEST_THREADS", "1")
+# test modules import mlx.core themselves: the mlx backend's choice of BLAS must come first
+# (src/mindprint/backends/mlx/__init__.py: OpenBLAS instead of the mlx[cpu] wheel's reference BLAS)
+import mindprint.backends.mlx  # noqa: E402,F401
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -1,34 +1,34 @@
 """20 steps of SFT and of DPO on the bundled model, torch and mlx from the same LoRA start and the
 same data order: the logged loss agrees within 2% at every step (slow).
 
-MLX on a Linux CPU is far slower than torch, so the runs are small: short chats (~40 tokens
-after the chat template), one example or pair per step, LoRA on the attention projections.
-Even so the four runs take ~9 minutes on 2 cores (mlx: ~7 s per SFT step, ~13 s per DPO step;
-torch: ~0.5 s), more than make test can carry: set MINDPRINT_MLX_CURVES=1 to run them.
-Measured (2026-11-21): largest relative gap SFT 0.9% (at loss 0.007), DPO 0.16%."""
+Small enough for make test: four records of ~24 tokens after the chat template (a one-character
+system message replaces the template's default one, ~20 tokens by itself), one example or pair
+per step, LoRA r 4 on the attention projections, all four runs in one process. With OpenBLAS
+under MLX (mindprint.backends.mlx; `make test` installs it) the four runs take ~57 s on one
+thread of the 2-core CI (mlx SFT 11 s, DPO 25 s); with the mlx[cpu] wheel's reference BLAS
+about ten times as long. Measured (2026-11-22): largest relative gap SFT 0.52% (losses 4.87 →
+0.0045), DPO 0.39% (0.696 → 0.00064)."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import chat, make_adapter, write_jsonl
+from conftest import make_adapter, write_jsonl
 
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
-pytestmark = pytest.mark.skipif(not os.environ.get("MINDPRINT_MLX_CURVES"),
-                                reason="~9 min on a 2-core CPU; set MINDPRINT_MLX_CURVES=1")
 
-WORDS = ["tide", "season", "credit", "cycle", "risk", "cash", "fear", "boom"]
+WORDS = ["Tide", "Cycle", "Credit", "Cash"]
 STEPS = 20
+SYSTEM = {"role": "system", "content": "."}
 
 
 def _raw(model_dir, train, out, method):
     return {"method": method, "model": model_dir, "output_dir": str(out),
-            "data": {"train": train, "max_length": 64},
+            "data": {"train": train, "max_length": 32},
             "train": {"max_steps": STEPS, "batch_size": 1, "grad_accum": 1, "lr": 2e-3,
                       "seed": 7, "eval_every": 0, "save_every": 0, "warmup_steps": 2},
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attn"},
@@ -48,12 +48,14 @@ def bundled_curves(tmp_path_factory, bundled_model_dir):
     from mindprint.config import from_dict
 
     root = tmp_path_factory.mktemp("bundled-curves")
-    sft = write_jsonl(root / "sft.jsonl", [chat(f"The {w}?", f"Zoom out: the {w} turns.")
-                                            for w in WORDS])
+    sft = write_jsonl(root / "sft.jsonl", [
+        {"messages": [SYSTEM, {"role": "user", "content": f"{w}?"},
+                      {"role": "assistant", "content": f"Zoom out: {w.lower()} turns."}]}
+        for w in WORDS])
     pref = write_jsonl(root / "pref.jsonl", [
-        {"prompt": [{"role": "user", "content": f"The {w}?"}],
-         "chosen": [{"role": "assistant", "content": f"Zoom out: the {w} turns."}],
-         "rejected": [{"role": "assistant", "content": f"Buy now, the {w} never ends!"}]}
+        {"prompt": [SYSTEM, {"role": "user", "content": f"{w}?"}],
+         "chosen": [{"role": "assistant", "content": f"Zoom out: {w.lower()} turns."}],
+         "rejected": [{"role": "assistant", "content": "Buy now!"}]}
         for w in WORDS])
     # B ≠ 0 at the start, so both LoRA factors move from step 1 on
     start = make_adapter(bundled_model_dir, root / "start" / "adapter", seed=3, scale=0.02)

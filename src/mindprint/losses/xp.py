@@ -42,6 +42,7 @@ def _torch_namespace() -> SimpleNamespace:
 
 
 def _mlx_namespace() -> SimpleNamespace:
+    from ..backends import mlx as _mlx_backend  # noqa: F401  (an optimised BLAS before mlx.core)
     import mlx.core as mx
     import mlx.nn as nn
     import numpy as np
