@@ -8,7 +8,8 @@ on macOS plain ``mlx``), through its own ``train_dpo`` loop with its DPO dataset
 dpo`` sets up. (On a Linux CPU mlx-lm-lora 5.10's ``train_dpo`` stops at a Metal-only key of
 ``mx.device_info()``; the driver supplies that key and changes nothing else.) Mindprint runs ``backend: mlx``, ``method: dpo``. Each side is a subprocess, one
 after the other, on the bundled model (float32), LoRA r 8, scale 2 (alpha 16), dropout 0 on
-q,v,o,up,down of every layer, AdamW at the same learning rate, constant schedule, β 0.1, the
+q,v,o,up,down of every layer, AdamW at the same learning rate (the peer's keeps MLX's default
+``bias_correction=False``: larger first steps, same cost), constant schedule, β 0.1, the
 first ``--pairs`` pairs of examples/data/preference_train.jsonl (mlx-lm-lora applies the same chat
 template). Mindprint's one-off reference pass over those pairs counts as setup.
 
@@ -20,10 +21,14 @@ template). Mindprint's one-off reference pass over those pairs counts as setup.
 
 The last line printed is JSON; the table above it is for people.
 
-Runtime: on a 2-core Linux CPU MLX runs on one core; with ``--pairs 8 --steps 3 --max-length 96``
-the Mindprint side alone took ~5 minutes (model load, reference pass, 3 steps) and the whole
-comparison did not finish inside an 8-minute slot (2026-11-21): give it 20 minutes, or run it on
-Apple silicon, where both sides are meant to train.
+BLAS: on Linux the mlx[cpu] wheels link the reference BLAS; Mindprint's side loads OpenBLAS ahead
+of it (``mindprint.backends.mlx``, when installed) and the peer's process gets the same library the
+same way (the line above the table names it), so the comparison is like for like.
+
+Runtime (2-core Linux CPU, 2026-11-22): with OpenBLAS ``--pairs 8 --steps 6 --max-length 128``
+takes ~4 minutes in all (Mindprint 1.8 s/step + 11 s setup, mlx-lm-lora 3.6 s/step); with the
+wheel's reference BLAS ``--pairs 4 --steps 4 --max-length 64`` took ~8 minutes (26.6 / 49.4 s/step).
+Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
