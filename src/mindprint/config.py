@@ -213,9 +213,9 @@ class GRPOConfig(_Section):
         "auto", description="grpo: weights the rollout sampler reads — bfloat16 halves the memory "
         "traffic of each decoded token (a rounded copy of the policy samples, with no importance "
         "correction for the difference); the log-probs of the loss are still computed in the "
-        "training dtype, so the loss is exact for the sampled tokens. auto: bfloat16 when the model trains in float32 on "
-        "hardware with native bf16 matmuls (CUDA, or a CPU with AVX512-BF16/AMX), else the "
-        "training dtype")
+        "training dtype, so the loss is exact for the sampled tokens. auto: bfloat16 when the "
+        "model trains in float32 on hardware with native bf16 matmuls (CUDA, or a CPU with "
+        "AVX512-BF16/AMX), else the training dtype")
 
     @field_validator("group_size")
     @classmethod

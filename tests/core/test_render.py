@@ -45,3 +45,27 @@ def test_truncation_counts_and_drops(tokenizer):
     assert stats.total == 3 and stats.truncated == 2 and stats.dropped_fully_truncated == 1
     assert len(out) == 2 and all(len(r.input_ids) <= 64 for r in out)
     assert "truncated" in stats.warning(64) and "dropped" in stats.warning(64)
+
+
+def test_end_of_turn_ids_are_the_eos_and_known_markers_only(tokenizer):
+    from mindprint.data.render import end_of_turn_ids
+
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = end_of_turn_ids(tokenizer)
+    assert im_end in ids and tokenizer.eos_token_id in ids
+    # markers of other templates are not in SmolLM2's vocabulary: they must not map to UNK
+    assert tokenizer.unk_token_id not in ids or tokenizer.unk_token_id == tokenizer.eos_token_id
+    assert ids == sorted(set(ids))
+
+
+def test_end_of_turn_ids_without_an_unk_token():
+    from types import SimpleNamespace
+
+    from mindprint.data.render import end_of_turn_ids
+
+    vocab = {"<|eot_id|>": 7}
+    tok = SimpleNamespace(eos_token_id=5, unk_token_id=None,
+                          convert_tokens_to_ids=lambda t: vocab.get(t))
+    assert end_of_turn_ids(tok) == [5, 7]
+    tok.eos_token_id = None
+    assert end_of_turn_ids(tok) == [7]

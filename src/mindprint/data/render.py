@@ -79,6 +79,22 @@ def render_messages(tokenizer, messages, *, max_length: int | None = None,
     return Rendered(ids, mask, truncated)
 
 
+# end-of-turn markers of common chat templates (ChatML, Llama 3, Gemma, Phi-3/Mistral-style)
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's EOS plus whichever of the common
+    end-of-turn markers its vocabulary has (an unknown marker maps to nothing, not to UNK)."""
+    ids = {tokenizer.eos_token_id}
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for t in END_OF_TURN_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(t)
+        if i != unk:
+            ids.add(i)
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
+
+
 def render_prompt(tokenizer, prompt_messages) -> list[int]:
     """Ids of a prompt ending in a user turn, with the generation prompt appended."""
     text = render_text(tokenizer, prompt_messages, add_generation_prompt=True)

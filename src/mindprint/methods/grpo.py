@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..backends.torch.sampling import fast_sampler, sampler_dtype
 from ..data.jsonl import load_many
-from ..data.render import render_prompt
+from ..data.render import end_of_turn_ids, render_prompt
 from ..errors import ConfigError, DataError
 from ..losses import xp as xpmod
 from ..losses.grpo import group_advantages, grpo_loss
@@ -206,8 +206,7 @@ def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_
     for i, p in enumerate(rows):
         ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         att[i, width - len(p):] = 1
-    eos = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
-           if isinstance(i, int) and i >= 0]
+    eos = end_of_turn_ids(tok)
     sampler = fast_sampler(model, dtype) if fast and not synced else None
     if sampler is not None:
         return sampler.sample(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,

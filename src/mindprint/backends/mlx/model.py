@@ -273,9 +273,9 @@ class MLXBackend:
 
     # -- GRPO: rollouts and completion log-probs (methods/grpo.py calls these) ------------------
     def eos_ids(self) -> list[int]:
-        tok = self.tokenizer
-        return [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
-                if isinstance(i, int) and i >= 0]
+        from ...data.render import end_of_turn_ids
+
+        return end_of_turn_ids(self.tokenizer)
 
     def sample_completions(self, prompts: list[list[int]], *, n: int, max_new_tokens: int,
                            temperature: float, top_p: float, seed: int
@@ -351,11 +351,10 @@ def generate_ids(model, tok, prompts: list[list[dict]], *, max_new_tokens: int =
     from mlx_lm.generate import generate_step
     from mlx_lm.sample_utils import make_sampler
 
-    from ...data.render import render_text
+    from ...data.render import end_of_turn_ids, render_text
 
     mx.random.seed(seed)
-    eos = {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
-           if isinstance(i, int) and i >= 0}
+    eos = set(end_of_turn_ids(tok))
     sampler = make_sampler(temp=temperature, top_p=top_p if temperature > 0 else 0.0)
     was_training = model.training
     model.eval()

@@ -616,7 +616,7 @@ def generate(model, tok, prompts: list[list[dict]], *, max_new_tokens: int = 200
     ``stats``, when given, receives ``new_tokens``: the tokens generated per prompt (end-of-turn
     included, padding after it not).
     """
-    from ...data.render import render_text
+    from ...data.render import end_of_turn_ids, render_text
 
     torch.manual_seed(seed)
     texts = [render_text(tok, p, add_generation_prompt=True) for p in prompts]
@@ -628,8 +628,7 @@ def generate(model, tok, prompts: list[list[dict]], *, max_new_tokens: int = 200
         tok.padding_side = old_side
     dev = next(model.parameters()).device
     enc = {k: v.to(dev) for k, v in enc.items()}
-    eos = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
-           if isinstance(i, int) and i >= 0]
+    eos = end_of_turn_ids(tok)
     kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tok.pad_token_id)
     if temperature > 0:
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
