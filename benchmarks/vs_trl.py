@@ -114,7 +114,8 @@ def run_mindprint(a) -> dict:
            "train": {"max_steps": a.steps, "batch_size": bs, "grad_accum": 1, "lr": lr,
                      "schedule": "linear", "warmup_steps": 0, "warmup_ratio": 0.0,
                      "eval_every": 0, "eval_at_start": False, "save_every": 0, "log_every": 1,
-                     "gradient_checkpointing": a.gradient_checkpointing, "seed": 0},
+                     "gradient_checkpointing": a.gradient_checkpointing, "seed": 0,
+                     "mixed_precision": "bf16" if a.precision == "bf16" else "no"},
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": TARGETS},
            "dpo": {"beta": BETA["dpo"]}, "orpo": {"lam": BETA["orpo"]}, "kto": {"beta": BETA["kto"]},
            "output_dir": out}
@@ -216,7 +217,8 @@ def run_trl(a) -> dict:
                   lr_scheduler_type="linear", warmup_steps=0, logging_steps=1,
                   save_strategy="no", eval_strategy="no", report_to=[], seed=0,
                   gradient_checkpointing=a.gradient_checkpointing, max_length=a.max_length,
-                  bf16=dev == "cuda", use_cpu=dev == "cpu", dataloader_num_workers=0,
+                  bf16=dev == "cuda" or a.precision == "bf16", use_cpu=dev == "cpu",
+                  dataloader_num_workers=0,
                   disable_tqdm=True)
     ds = trl_dataset(a.method)
     if a.method == "grpo":
@@ -311,6 +313,7 @@ def side(name: str, a) -> dict:
         cmd.append("--gradient-checkpointing")
     if a.sampler_dtype:
         cmd += ["--sampler-dtype", a.sampler_dtype]
+    cmd += ["--precision", a.precision]
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                TRL_EXPERIMENTAL_SILENCE="1")
     t0 = time.monotonic()
@@ -347,6 +350,10 @@ def main(argv=None) -> int:
     p.add_argument("--sampler-dtype", choices=["auto", "float32", "bfloat16"],
                    help="grpo: Mindprint's grpo.sampler_dtype (default: the config default, auto); "
                         "TRL samples with model.generate in the model's float32")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="CPU: fp32 (both sides train in float32) or bf16 (both sides train with bf16 "
+                        "autocast over float32 weights: TRL bf16=True, its default; Mindprint "
+                        "train.mixed_precision bf16). On CUDA both sides use bf16 weights either way")
     p.add_argument("--only", choices=["mindprint", "trl"], help="run one side and print its JSON")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both sides")
     p.add_argument("--verbose", action="store_true", help="show both sides' logs")
@@ -403,6 +410,7 @@ def main(argv=None) -> int:
         **({f"{side}_{k}": round(r[k], 4) for side, r in (("mindprint", mp), ("trl", trl))
             for k in ("generate_s_per_step", "completion_len_mean", "reward_mean")}
            if a.method == "grpo" else {}),
+        "precision": a.precision,
         **({"mindprint_sampler_dtype": mp["sampler_dtype"], "load_before_mp_trl":
             [load0, mp["load"], trl["load"]]} if a.method == "grpo" else {}),
     }))

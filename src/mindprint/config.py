@@ -97,6 +97,13 @@ class TrainConfig(_Section):
     max_minutes: float | None = Field(None, gt=0.0, description="time cap: save and stop cleanly")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="torch: bf16 = the training passes' matrix products in bfloat16 under "
+        "autocast over float32 weights (TRL/HF `bf16: true`): ~2x the arithmetic on CUDA or a CPU "
+        "with AVX512-BF16/AMX, with bf16 rounding in the activations; the LoRA weights, optimizer, "
+        "loss and log-softmax stay float32, and so do cached reference log-probs (a live "
+        "reference pass runs with the policy's). no: the model's dtype throughout. Nothing to do "
+        "for a bfloat16 model; mlx trains in the model's dtype")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     fsdp: bool = Field(False, description="under torchrun: shard the base and LoRA weights across "
                        "processes with FSDP2 (for bases that do not fit one device); false: DDP")

@@ -181,14 +181,18 @@ def test_live_reference_equals_cached(tiny_model_dir, pref_files, tmp_path):
     assert rl["final_eval_loss"] == pytest.approx(rc["final_eval_loss"], rel=1e-5)
 
 
-def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir):
+@pytest.mark.parametrize("kind", ["layout", "bool", "float"])
+def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir, kind):
     """The packed [prompt | chosen | rejected] row gives the same log-probs and gradients as
-    scoring each completion in its own padded row."""
-    from mindprint.backends.torch.model import (TorchBackend, add_lora, group_batch, group_logps,
-                                                group_logps_by_rows, load_base)
+    scoring each completion in its own padded row — with the per-branch attention (layout), and
+    with a 4-D block mask through SDPA (bool) or eager attention (float)."""
+    from mindprint.backends.torch.model import (TorchBackend, add_lora, group_batch, group_kind,
+                                                group_logps, group_logps_by_rows, load_base)
     from mindprint.models import resolve
 
-    model, tok = load_base(resolve(tiny_model_dir))
+    model, tok = load_base(resolve(tiny_model_dir),
+                           attn_implementation="eager" if kind == "float" else "auto")
+    assert group_kind(model) == "layout"      # what the backend picks for an sdpa/eager Llama
     lcfg = C.LoraConfig(r=4, alpha=8, dropout=0.0)
     model = add_lora(model, lcfg, 0)
     for n, p in model.named_parameters():       # non-zero B so the adapter matters
@@ -202,7 +206,7 @@ def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir):
               (ids(3), [(ids(4), [0, 1, 1, 1]), (ids(2), [1, 1])]),
               (ids(5), [(ids(7), [1] * 7)])]
     grads = []
-    for fn in (lambda: group_logps(model, group_batch(groups, tok.pad_token_id, "cpu", "bool")),
+    for fn in (lambda: group_logps(model, group_batch(groups, tok.pad_token_id, "cpu", kind)),
                lambda: group_logps_by_rows(model, groups, tok.pad_token_id, "cpu")):
         model.zero_grad()
         sums, counts = fn()
@@ -215,6 +219,21 @@ def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir):
     assert sa[2, 1] == 0
     for n in ga:
         assert torch.allclose(ga[n], gb[n], rtol=1e-4, atol=1e-6), n
+
+
+def test_per_branch_attention_only_where_it_applies(tiny_model_dir):
+    """Gradient checkpointing would recompute a layer after the attention switch is undone, so
+    it (like eager-only features such as soft-capping) falls back to the 4-D mask."""
+    from mindprint.backends.torch.model import group_kind, load_base
+    from mindprint.models import resolve
+
+    model, _ = load_base(resolve(tiny_model_dir))
+    assert group_kind(model) == "layout"
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert group_kind(model) == "bool"
+    model, _ = load_base(resolve(tiny_model_dir), attn_implementation="eager")
+    model.config.attn_logit_softcapping = 30.0
+    assert group_kind(model) == "float"
 
 
 def test_prompt_without_room_is_a_file_line_problem(tiny_model_dir, tmp_path, tokenizer):

@@ -21,6 +21,7 @@ for the μ − 1 reuse steps are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -153,20 +154,20 @@ def packed_completion_logps(model, samples: list[Sample], pad_id: int, temperatu
     prompt's positions (:func:`~mindprint.backends.torch.model.group_batch`), so the prompt is
     computed once per group instead of once per completion and nothing is padded to the longest
     completion of the group. Same values as one row per completion."""
-    from ..backends.torch.model import _decoder_and_head, _mask_kind, _selected_logps, group_batch
+    from ..backends.torch.model import (_decoder_and_head, _selected_logps, group_batch, group_hidden,
+                                         group_kind)
 
     groups = _prompt_groups(samples)
     dev = next(model.parameters()).device
     gb = group_batch([(p, [(samples[i].ids[samples[i].prompt_len:], [1] * samples[i].n_completion)
-                           for i in idx]) for p, idx in groups], pad_id, dev, _mask_kind(model))
+                           for i in idx]) for p, idx in groups], pad_id, dev, group_kind(model))
     si, sj = [], []
     for _, idx in groups:
         for i in idx:
             si += [i] * samples[i].n_completion
             sj += range(samples[i].n_completion)
     body, head = _decoder_and_head(model)
-    hidden = body(use_cache=False, input_ids=gb["input_ids"], attention_mask=gb["attention_mask"],
-                  position_ids=gb["position_ids"]).last_hidden_state
+    hidden = group_hidden(model, gb, body)
     rows = hidden[gb["rows"], gb["pred"]]
     w, b = head.weight, head.bias
     if temperature != 1.0:
@@ -372,12 +373,15 @@ class GRPOMethod:
         model = backend.model
         was_training = model.training
         model.eval()
+        # the training forward's precision, so that old-policy log-probs match it
+        amp = backend.autocast() if hasattr(backend, "autocast") else contextlib.nullcontext()
         try:
-            if reference:
-                with backend.disabled_adapter():
+            with amp:
+                if reference:
+                    with backend.disabled_adapter():
+                        lp, mask, _ = self._logps(backend, samples)
+                else:
                     lp, mask, _ = self._logps(backend, samples)
-            else:
-                lp, mask, _ = self._logps(backend, samples)
         finally:
             model.train(was_training)
         return _per_sample(lp, mask, samples, backend.xp)

@@ -186,6 +186,9 @@ class Trainer:
             self.runner = D.wrap(self.model, self.dist, self.device)
             self.backend = TorchBackend(self.model, self.tok, runner=self.runner, dist=self.dist,
                                         weights_hash=whash)
+        if getattr(cfg.train, "mixed_precision", "no") == "bf16" and \
+                next(self.model.parameters()).dtype == torch.float32:
+            self.backend.amp_dtype = torch.bfloat16
         self.voice = None
         if cfg.eval.every:     # voice fidelity during training, see mindprint.evaluate.probe
             from ...evaluate.probe import VoiceProbe
@@ -270,7 +273,8 @@ class Trainer:
         norm = sum(self.method.weight(g) for g in groups)
         loss_total, tokens, sums = 0.0, 0, {}
         for g in groups:
-            loss, m = self.method.micro_loss(self.backend, g, norm)
+            with self.backend.autocast():
+                loss, m = self.method.micro_loss(self.backend, g, norm)
             if not torch.isfinite(loss):
                 raise TrainingStopped(self._nan_message("loss", float(loss.detach())))
             loss.backward()
@@ -312,7 +316,8 @@ class Trainer:
         loss_total, tokens, sums = 0.0, 0, {}
         for i, g in enumerate(groups):
             with self._grad_sync(i == len(groups) - 1):
-                loss, m = self.method.micro_loss(self.backend, g, norm)
+                with self.backend.autocast():
+                    loss, m = self.method.micro_loss(self.backend, g, norm)
                 # DDP / FSDP average gradients over ranks: × world size makes it their sum
                 (loss * d.world_size).backward()
             loss_total += float(loss.detach())
