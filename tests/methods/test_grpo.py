@@ -397,3 +397,32 @@ def test_prepacked_bf16_sampler_is_exact(tiny_backend, monkeypatch):
     kw = dict(n=3, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7, eos=[2], pad=0)
     prompts = [[1, 2, 3, 4, 5, 6, 7], [5, 6]]
     assert packed.sample(prompts, **kw) == plain.sample(prompts, **kw)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_fused_sampler_weights_are_the_merged_layers(tiny_backend, dtype):
+    """The sampler's fused q|k|v and gate|up weights are each layer's merged weight
+    W + s·B·A (PEFT's own delta), the query rows times 1/sqrt(head_dim), in the asked dtype."""
+    from mindprint.backends.torch.sampling import _fused
+
+    layer = tiny_backend.model.get_base_model().model.layers[1]
+    a, m = layer.self_attn, layer.mlp
+    hd = a.head_dim
+    w, b = _fused((a.q_proj, a.k_proj, a.v_proj), (hd ** -0.5, 1.0, 1.0), dtype)
+
+    def merged(lin):
+        base = lin.base_layer.weight if hasattr(lin, "base_layer") else lin.weight
+        return base + (lin.get_delta_weight("default") if hasattr(lin, "lora_A") else 0)
+
+    want = torch.cat([merged(a.q_proj) * hd ** -0.5, merged(a.k_proj), merged(a.v_proj)]).detach()
+    assert b is None and w.shape == want.shape and hasattr(a.q_proj, "lora_A")
+    assert not torch.equal(merged(a.q_proj), a.q_proj.base_layer.weight)   # the adapter counts
+    if dtype is None:
+        assert w.dtype == torch.float32
+        torch.testing.assert_close(w, want, rtol=1e-6, atol=1e-7)
+    else:     # at most one bf16 rounding step from the float32 merge
+        assert w.dtype == torch.bfloat16
+        torch.testing.assert_close(w.float(), want, rtol=2 ** -7, atol=1e-6)
+    gu, _ = _fused((m.gate_proj, m.up_proj), (1.0, 1.0), dtype)
+    torch.testing.assert_close(gu.float(), torch.cat([merged(m.gate_proj), merged(m.up_proj)]).detach(),
+                               rtol=1e-6 if dtype is None else 2 ** -7, atol=1e-6)

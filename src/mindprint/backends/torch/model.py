@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import types
 import warnings
 from pathlib import Path
 
@@ -146,6 +148,161 @@ def add_lora(model, lora_cfg, seed: int):
     return get_peft_model(model, pcfg)
 
 
+# -- oneDNN products on a CPU --------------------------------------------------------------------
+# On x86 CPUs torch sends a float32 F.linear / matmul to MKL; oneDNN's inner product, which torch
+# also ships (the kernel its CPU compiler emits), runs the products of a LoRA step 15-40 % faster
+# on the same numbers (measured on AVX-512: MKL 130-180 GFLOP/s, oneDNN 190-210 on the q|k|v,
+# MLP and LM-head shapes of a 135 M model), and it reads a transposed weight in place, so the
+# backward's dx = dy·W needs no copy of W either. Used for float32 products with a weight that is
+# not trained (the frozen base under LoRA, the LM head); anything else goes to F.linear.
+
+def _dnn_linear(x, w, b=None):
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+@functools.cache
+def onednn_linear_ok(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build has oneDNN's linear for ``dtype`` on the CPU and it agrees with
+    F.linear (forward, and the transposed-weight product of the backward) on a probe."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(3, 5, 40, generator=g).to(dtype)
+        w = torch.randn(24, 40, generator=g).to(dtype)
+        b = torch.randn(24, generator=g).to(dtype)
+        dy = torch.randn(3, 5, 24, generator=g).to(dtype)
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        return bool(torch.allclose(_dnn_linear(x, w, b), F.linear(x, w, b), rtol=tol, atol=tol)
+                    and torch.allclose(_dnn_linear(dy, w.t()), dy @ w, rtol=tol, atol=tol))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _dnn_for(x: torch.Tensor, w: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and onednn_linear_ok())
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, w, b) (no autograd through ``w``/``b``), through oneDNN where it is faster."""
+    return _dnn_linear(x, w, b) if _dnn_for(x, w) else F.linear(x, w, b)
+
+
+def linear_dx(dy: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """dy @ w: the input gradient of :func:`linear`, through oneDNN where it is faster."""
+    return _dnn_linear(dy, w.t()) if _dnn_for(dy, w) else dy @ w
+
+
+class _FrozenLinear(torch.autograd.Function):
+    """y = x W^T + b with W, b constants; backward dx = dy W (both through oneDNN)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(w)
+        return _dnn_linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (w,) = ctx.saved_tensors
+        return _dnn_linear(dy.contiguous(), w.t()), None, None
+
+
+def _frozen_forward(self, x):
+    w, b = self.weight, self.bias
+    if w.requires_grad or (b is not None and b.requires_grad) or not _dnn_for(x, w):
+        return F.linear(x, w, b)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _FrozenLinear.apply(x, w, b)
+    return _dnn_linear(x, w, b)
+
+
+class _LoraLinear(torch.autograd.Function):
+    """A LoRA layer in one node: y = x W^T + b + s·(x A^T) B^T, W and b constant.
+
+    Backward, with g = dy B (the [N, r] product everything else reuses):
+    dx = dy W + s·g A,  dA = s·g^T x,  dB = s·dy^T (x A^T) (computed as ((x A^T)^T dy)^T, a
+    short-wide product, 5-10× faster than the tall-skinny dy^T (x A^T) on a CPU). Against PEFT's
+    layer (base + B(A(x))·s as separate autograd nodes) this saves the [N, out] scale and add
+    passes of the forward, the [N, in] sum of the two input gradients, and MKL's slow skinny
+    products."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, A, B, s):
+        a = _dnn_linear(x, A)
+        y = _dnn_linear(x, w, b)
+        y.view(-1, y.shape[-1]).addmm_(a.view(-1, a.shape[-1]), B.t(), alpha=s)
+        ctx.save_for_backward(x, w, A, B, a)
+        ctx.s = s
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, A, B, a = ctx.saved_tensors
+        s = ctx.s
+        dy = dy.reshape(-1, dy.shape[-1])
+        x2, a2 = x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1])
+        g = _dnn_linear(dy, B.t())                                   # dy B      [N, r]
+        dx = dA = dB = None
+        if ctx.needs_input_grad[0]:
+            dx = _dnn_linear(dy, w.t())
+            dx.addmm_(g, A, alpha=s)
+            dx = dx.view(x.shape)
+        if ctx.needs_input_grad[3]:
+            dA = _dnn_linear(g.t(), x2.t()).mul_(s)                  # s g^T x   [r, in]
+        if ctx.needs_input_grad[4]:
+            dB = _dnn_linear(a2.t(), dy.t()).t().mul_(s)             # s dy^T a  [out, r]
+        return dx, None, None, dA, dB, None
+
+
+def _lora_forward(self, x, *args, **kwargs):
+    """A PEFT ``lora.Linear`` forward through :class:`_LoraLinear` when it is the plain case (one
+    active vanilla adapter, no dropout, float32 on a CPU, frozen base); PEFT's own otherwise."""
+    fast = not (args or kwargs or self.disable_adapters or self.merged)
+    if fast:
+        names = [n for n in self.active_adapters if n in self.lora_A]
+        fast = len(names) == 1 and names[0] not in getattr(self, "lora_variant", {})
+    if fast:
+        name = names[0]
+        base, A, B = self.base_layer, self.lora_A[name], self.lora_B[name]
+        w, bias = getattr(base, "weight", None), getattr(base, "bias", None)
+        fast = (type(base) is torch.nn.Linear and isinstance(self.lora_dropout[name], torch.nn.Identity)
+                and type(A) is torch.nn.Linear and type(B) is torch.nn.Linear
+                and A.bias is None and B.bias is None and not w.requires_grad
+                and (bias is None or not bias.requires_grad)
+                and A.weight.dtype == B.weight.dtype == torch.float32 and _dnn_for(x, w)
+                and A.weight.device.type == "cpu" and B.weight.device.type == "cpu")
+    if not fast:
+        return type(self).forward(self, x, *args, **kwargs)
+    return _LoraLinear.apply(x, w, bias, A.weight, B.weight, float(self.scaling[name]))
+
+
+def _is_peft_lora_linear(mod) -> bool:
+    t = type(mod)
+    return t.__name__ == "Linear" and t.__module__.startswith("peft.tuners.lora")
+
+
+def use_onednn_linears(model) -> int:
+    """Route the frozen ``nn.Linear`` layers of a CPU model (the base under LoRA) through
+    oneDNN, see :func:`linear`, and PEFT's LoRA layers through :class:`_LoraLinear`; the choice
+    is re-checked on every call (a layer that becomes trainable, a second adapter, dropout,
+    autocast, another dtype or device go back to the stock forward). Returns how many."""
+    n = 0
+    if not onednn_linear_ok():
+        return 0
+    for mod in model.modules():
+        if "forward" in vars(mod):
+            continue
+        if (type(mod) is torch.nn.Linear and mod.weight.device.type == "cpu"
+                and not mod.weight.requires_grad):
+            mod.forward = types.MethodType(_frozen_forward, mod)
+            n += 1
+        elif _is_peft_lora_linear(mod):
+            mod.forward = types.MethodType(_lora_forward, mod)
+            n += 1
+    return n
+
+
 def _decoder_and_head(model):
     """The transformer body and the output projection, when logits are a plain projection."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -181,7 +338,7 @@ class _SelectedLogps(torch.autograd.Function):
         probs = []
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            logits = F.linear(hidden[s:e], weight, bias)
+            logits = linear(hidden[s:e], weight, bias)
             # one fused log-softmax pass, then exp once for both the entropy and the backward
             # (this tensor is [rows, vocab]: every extra pass over it is ~20-60 ms on a CPU)
             z = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
@@ -214,10 +371,10 @@ class _SelectedLogps(torch.autograd.Function):
             if ctx.probs is not None:
                 d = ctx.probs[i].mul_(-g)
             else:
-                d = F.linear(h, weight, bias).float().sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g)
+                d = linear(h, weight, bias).float().sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g)
             d.scatter_add_(-1, targets[s:s + ctx.chunk, None], g)      # g·(onehot − softmax)
             if need_h:
-                gh[s:s + ctx.chunk] = d.to(w_h.dtype) @ w_h
+                gh[s:s + ctx.chunk] = linear_dx(d.to(w_h.dtype), w_h)
             if need_w:
                 gw += d.t() @ h.float()
             if need_b:
@@ -274,8 +431,8 @@ class _RowKL(torch.autograd.Function):
     def forward(ctx, hidden, base_hidden, weight, bias, tau, chunk):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk):
-            lt = torch.log_softmax(F.linear(hidden[s:s + chunk], weight, bias).float() / tau, -1)
-            lb = torch.log_softmax(F.linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            lt = torch.log_softmax(linear(hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            lb = torch.log_softmax(linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
             out[s:s + chunk] = (lb.exp() * (lb - lt)).sum(-1) * (tau * tau)
         ctx.save_for_backward(hidden, base_hidden, weight, bias)
         ctx.tau, ctx.chunk = tau, chunk
@@ -292,11 +449,11 @@ class _RowKL(torch.autograd.Function):
         grad = grad.float()
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s:s + chunk]
-            pt = torch.softmax(F.linear(h, weight, bias).float() / tau, -1)
-            pb = torch.softmax(F.linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
+            pt = torch.softmax(linear(h, weight, bias).float() / tau, -1)
+            pb = torch.softmax(linear(base_hidden[s:s + chunk], weight, bias).float() / tau, -1)
             d = pt.sub_(pb).mul_(grad[s:s + chunk, None] * tau)
             if need_h:
-                gh[s:s + chunk] = d.to(weight.dtype) @ weight
+                gh[s:s + chunk] = linear_dx(d.to(weight.dtype), weight)
             if need_w:
                 gw += d.t() @ h.float()
             if need_b:
@@ -629,6 +786,8 @@ class TorchBackend:
         self.xp = xpmod.get("torch")
         self._group_layout: str | None = None
         self.amp_dtype: torch.dtype | None = None     # train.mixed_precision (set by the trainer)
+        if self.device.type == "cpu":
+            use_onednn_linears(model)
 
     def autocast(self):
         """The training passes' precision context: bf16 autocast under ``train.mixed_precision``,

@@ -4,9 +4,10 @@ model's own weights, with the LoRA adapter merged in.
 Why not ``model.generate``: on a CPU with a ~100 M-parameter model, a decode step is a handful of
 small matrix products, and ``generate`` spends as long again in Python — the PEFT wrapper of every
 adapted linear layer (two extra matmuls plus dispatch, ~200 modules), the decoder-layer and cache
-machinery, logits processors. Here each step is, per layer, one fused q|k|v product, RoPE, one
-SDPA call on a preallocated cache, o, one fused gate|up product and down, with the adapter folded
-into the weights once per rollout (W + s·B·A, exactly the adapted layer's function).
+machinery, logits processors. Here each step is, per layer, one fused q|k|v product, RoPE, two
+batched products against a preallocated cache (keys stored transposed), o, one fused gate|up
+product and down, with the adapter folded into the weights once per rollout (W + s·B·A, exactly
+the adapted layer's function, one addmm per layer cast straight into the fused copy).
 
 Other savings: a prompt is prefilled once and its cache copied to its ``n`` samples; rows that
 have emitted end-of-turn are dropped from the batch as the batch thins out. Sampling draws from a
@@ -47,6 +48,78 @@ def _effective(linear) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     return (w, b) if delta is None else (w + delta.to(w.dtype), b)
 
 
+def _lora_parts(linear):
+    """(W, b, B, A, s) with the layer computing x (W + s·B·A)^T + b; B, A None for a plain,
+    disabled or merged layer; None when that is not the form (several adapters, DoRA, ...)."""
+    if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
+        return linear.weight.detach(), linear.bias, None, None, 0.0
+    base = getattr(linear, "base_layer", None)
+    if not isinstance(base, torch.nn.Linear) or not hasattr(linear, "lora_A"):
+        return None
+    w, b = base.weight.detach(), base.bias
+    if getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
+        return w, b, None, None, 0.0
+    names = [n for n in linear.active_adapters if n in linear.lora_A]
+    if not names:
+        return w, b, None, None, 0.0
+    name = names[0]
+    if (len(names) > 1 or getattr(linear, "fan_in_fan_out", False)
+            or getattr(linear, "use_dora", {}).get(name, False)
+            or name in getattr(linear, "lora_variant", {})):
+        return None
+    A, B = linear.lora_A[name].weight.detach(), linear.lora_B[name].weight.detach()
+    return w, b, B.to(w.dtype), A.to(w.dtype), float(linear.scaling[name])
+
+
+def _fused(linears, scales, dtype):
+    """(weight, bias) of ``linears`` side by side (their outputs concatenated), each layer's
+    effective weight (adapter merged) times its scale, in ``dtype`` (None: the weights' own);
+    None when a layer is not supported. W + s·B·A is one addmm per layer into a scratch buffer,
+    cast straight into the fused copy: no full-size delta, sum or per-layer cast is made (this
+    runs once per rollout over the whole model)."""
+    parts = [_lora_parts(x) for x in linears]
+    for i, (lin, p) in enumerate(zip(linears, parts)):
+        if p is None:
+            e = _effective(lin)
+            if e is None:
+                return None
+            parts[i] = (e[0], e[1], None, None, 0.0)
+    w0 = parts[0][0]
+    dt = dtype or w0.dtype
+    if len(parts) == 1 and parts[0][2] is None and scales[0] == 1.0 and dt == w0.dtype:
+        return w0, parts[0][1]                      # nothing to merge, cast or fuse
+    n_in = w0.shape[1]
+    buf = torch.empty((sum(p[0].shape[0] for p in parts), n_in), dtype=dt, device=w0.device)
+    scratch = None
+    row = 0
+    for (w, _, B, A, s), sc in zip(parts, scales):
+        n = w.shape[0]
+        dst = buf[row:row + n]
+        row += n
+        if B is None and sc == 1.0:
+            dst.copy_(w)
+            continue
+        if dst.dtype == w.dtype:
+            tgt = dst
+        else:
+            if scratch is None:
+                scratch = torch.empty(max(p[0].numel() for p in parts), dtype=w.dtype,
+                                      device=w.device)
+            tgt = scratch[:w.numel()].view(w.shape)
+        if B is None:
+            torch.mul(w, sc, out=tgt)
+        else:
+            torch.addmm(w, B, A, beta=sc, alpha=s * sc, out=tgt)
+        if tgt is not dst:
+            dst.copy_(tgt)
+    if all(p[1] is None for p in parts):
+        return buf, None
+    bias = torch.cat([(p[1].detach() * sc) if p[1] is not None else
+                      torch.zeros(p[0].shape[0], dtype=p[0].dtype, device=p[0].device)
+                      for p, sc in zip(parts, scales)])
+    return buf, bias.to(dt)
+
+
 class FastSampler:
     """The merged weights of one model state; call :meth:`sample` for completions."""
 
@@ -71,7 +144,8 @@ class FastSampler:
 
     def _forward(self, ids, pos, cache, start: int, mask):
         """Hidden states of ``ids`` [B, T] at positions ``pos`` [B, T]; their keys/values go into
-        cache columns start..start+T; ``mask`` [B, 1, T, start+T] is the allowed-key mask."""
+        cache columns start..start+T; ``mask`` is the allowed-key mask [B, 1, T, start+T] of a
+        prefill, or for a decode step (T = 1) the additive [B, 1, start+1] one (0 / -inf)."""
         B, T = ids.shape
         x = F.embedding(ids, self.embed).float()
         cos, sin = self.rotary(x, pos)
@@ -90,33 +164,36 @@ class FastSampler:
             q = qk[:, :, :nh].transpose(1, 2)
             k = qk[:, :, nh:].transpose(1, 2)
             v = h[..., nq + nk:].view(B, T, nkv, hd).transpose(1, 2)
-            kc, vc = cache[li]
-            kc[:, :, start:end] = k
+            kc, vc = cache[li]                  # keys stored transposed: [B, nkv, hd, L]
+            kc[..., start:end] = k.transpose(-1, -2)
             vc[:, :, start:end] = v
             if T == 1:
-                a = self._decode_attention(q, kc[:, :, :end], vc[:, :, :end], mask)
+                a = self._decode_attention(q, kc[..., :end], vc[:, :, :end], mask)
             else:
-                a = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask,
-                                                   scale=1.0, enable_gqa=nkv != nh)
+                a = F.scaled_dot_product_attention(
+                    q, kc[..., :end].transpose(-1, -2), vc[:, :, :end], attn_mask=mask,
+                    scale=1.0, enable_gqa=nkv != nh)
                 a = a.transpose(1, 2).reshape(B, T, nq)
             x = x + self.lin(a, wo, bo)
             g, u = self.lin(self._norm(x, ln2), wgu, bgu).chunk(2, dim=-1)
             x = x + self.lin(act(g) * u, wd, bd)
         return self._norm(x, self.norm_w)
 
-    def _decode_attention(self, q, k, v, allowed):
+    def _decode_attention(self, q, kt, v, neg):
         """Attention of one new token per row: [B, nh, 1, hd] queries (already scaled) against
-        [B, nkv, L, hd] keys/values, query head h reading kv head h // (nh / nkv) as SDPA's
-        enable_gqa does, ``allowed`` [B, 1, 1, L]. The nh / nkv query heads of a kv head are
-        passed to SDPA as that many query positions of one head (the mask depends on the key
-        only): on a CPU in bfloat16 that call takes ~165 µs on 16 rows, against ~950 µs for
-        SDPA with enable_gqa (~40 % of a rollout in torch.profiler) and ~250 µs for two explicit
-        matmuls. Returns [B, 1, nh·hd]."""
-        B = q.shape[0]
-        g = self.nh // self.nkv
-        a = F.scaled_dot_product_attention(q.reshape(B, self.nkv, g, self.hd), k, v,
-                                           attn_mask=allowed, scale=1.0)     # [B, nkv, g, hd]
-        return a.reshape(B, 1, self.nh * self.hd)
+        the cache's keys, stored transposed [B, nkv, hd, L], and values [B, nkv, L, hd]; query
+        head h reads kv head h // (nh / nkv) as SDPA's enable_gqa does; ``neg`` [B, 1, L] is 0
+        where a key may be read and -inf elsewhere. Two batched products, the nh / nkv query heads
+        of a kv head as the rows of one, with the softmax in float32: the scores are rounded to
+        the cache's dtype first, as in transformers' eager attention in bf16 (SDPA's CPU kernel
+        keeps them in float32 but costs about twice as much on ~16 rows). Returns
+        [B, 1, nh·hd] in the weights' dtype."""
+        B, nkv, hd, L = kt.shape
+        g = self.nh // nkv
+        s = torch.bmm(q.reshape(B * nkv, g, hd).to(kt.dtype), kt.reshape(B * nkv, hd, L))
+        p = torch.softmax(s.view(B, nkv * g, L).float().add_(neg), -1).to(v.dtype)
+        a = torch.bmm(p.view(B * nkv, g, L), v.reshape(B * nkv, L, hd))
+        return a.view(B, 1, self.nh * hd).to(self.dtype)
 
     def _logits(self, h):
         return self.lin(h, self.head_w, self.head_b).float()
@@ -139,7 +216,7 @@ class FastSampler:
             valid[i, width - len(p):] = True
         ids, valid, lens = ids.to(dev), valid.to(dev), lens.to(dev)
         pos = (torch.arange(width, device=dev)[None] - (width - lens)[:, None]).clamp(min=0)
-        cache = [(torch.zeros((P, self.nkv, total, self.hd), dtype=self.dtype, device=dev),
+        cache = [(torch.zeros((P, self.nkv, self.hd, total), dtype=self.dtype, device=dev),
                   torch.zeros((P, self.nkv, total, self.hd), dtype=self.dtype, device=dev))
                  for _ in self.layers]
         causal = torch.ones((width, width), dtype=torch.bool, device=dev).tril()
@@ -173,8 +250,9 @@ class FastSampler:
                 cache = [(k[idx], v[idx]) for k, v in cache]
             col = width + t
             valid[:, col] = True
-            h = self._forward(tok[:, None], (lens + t)[:, None], cache, col,
-                              valid[:, None, None, :col + 1])
+            neg = torch.zeros((len(rows), 1, col + 1), dtype=torch.float32, device=dev)
+            neg.masked_fill_(~valid[:, None, :col + 1], float("-inf"))
+            h = self._forward(tok[:, None], (lens + t)[:, None], cache, col, neg)
             logits = self._logits(h[:, -1])
         res = []
         for row, m in zip(out.tolist(), n_out.tolist()):
@@ -274,7 +352,6 @@ def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
         return None
 
     def cast(t):
-        # each part is cast before the fused copies are made: one pass over the float32 weights
         if dtype is None or not isinstance(t, torch.Tensor) or t.dtype == dtype:
             return t
         return t.to(dtype)
@@ -283,28 +360,20 @@ def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
         return w.detach().float()
 
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    scale = hd ** -0.5
     layers = []
     for layer in body.layers:
         a, m = layer.self_attn, layer.mlp
-        parts = [_effective(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj,
-                                         m.up_proj, m.down_proj)]
-        if any(p is None for p in parts) or any(
-                not hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm")):
+        if any(not hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm")):
             return None
-        # the attention scale 1/sqrt(head_dim) goes into the query rows (exact for a power of 2)
-        parts[0] = (parts[0][0] * scale, None if parts[0][1] is None else parts[0][1] * scale)
-        (wq, bq), (wk, bk), (wv, bv), (wo, bo), (wg, bg), (wu, bu), (wd, bd) = (
-            (cast(w), cast(b)) for w, b in parts)
-        bqkv = None if bq is None and bk is None and bv is None else torch.cat(
-            [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-             for w, b in ((wq, bq), (wk, bk), (wv, bv))])
-        bgu = None if bg is None and bu is None else torch.cat(
-            [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-             for w, b in ((wg, bg), (wu, bu))])
-        layers.append((f32(layer.input_layernorm.weight), torch.cat([wq, wk, wv]), bqkv,
-                       wo, bo, f32(layer.post_attention_layernorm.weight),
-                       torch.cat([wg, wu]), bgu, wd, bd, m.act_fn))
+        # the attention scale 1/sqrt(head_dim) goes into the query rows
+        qkv = _fused((a.q_proj, a.k_proj, a.v_proj), (hd ** -0.5, 1.0, 1.0), dtype)
+        o = _fused((a.o_proj,), (1.0,), dtype)
+        gu = _fused((m.gate_proj, m.up_proj), (1.0, 1.0), dtype)
+        d = _fused((m.down_proj,), (1.0,), dtype)
+        if None in (qkv, o, gu, d):
+            return None
+        layers.append((f32(layer.input_layernorm.weight), *qkv, *o,
+                       f32(layer.post_attention_layernorm.weight), *gu, *d, m.act_fn))
     hw = _effective(head)
     if hw is None:
         return None
