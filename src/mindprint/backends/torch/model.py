@@ -607,8 +607,16 @@ def _branch_layout(spans, K: int, width: int, device) -> dict:
 
 
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x`` [R, h, W, D] at positions ``idx`` [R, N] → [R, h, N, D]."""
-    return x.gather(2, idx[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+    """``x`` [R, h, W, D] at positions ``idx`` [R, N] → [R, h, N, D]. transformers' q/k/v are
+    transposed views of [R, W, h·D] rows: those are picked whole (index_select, and index_add in
+    the backward: row copies) rather than element by element (gather / scatter_add)."""
+    R, h, W, D = x.shape
+    xt = x.transpose(1, 2)
+    if xt.is_contiguous():
+        flat = (idx + torch.arange(R, device=idx.device)[:, None] * W).reshape(-1)
+        rows = xt.reshape(R * W, h * D).index_select(0, flat)
+        return rows.view(R, idx.shape[1], h, D).transpose(1, 2)
+    return x.gather(2, idx[:, None, :, None].expand(-1, h, -1, D))
 
 
 def _attend(q, k, v, allowed, scale: float, dropout: float) -> torch.Tensor:
@@ -651,9 +659,14 @@ def group_attention(module, query, key, value, attention_mask, dropout: float = 
     kb = per_branch(_take(key, lay["kidx"]), Pm + Lm, Hkv)
     vb = per_branch(_take(value, lay["kidx"]), Pm + Lm, Hkv)
     out_b = _attend(qb, kb, vb, lay["mask_b"], scale, dropout)
-    out_b = out_b.view(R, K, H, Lm, D).transpose(1, 2).reshape(R, H, K * Lm, D)
-    out = _take(torch.cat([out_p, out_b], dim=2), lay["src"])
-    return out.transpose(1, 2).contiguous(), None
+    # [prompt outputs | branch outputs] as [R, Pm + K·Lm, H, D] rows, then each row position's
+    # output picked whole: the [R, W, H, D] result, contiguous, with no transposing copy
+    out = torch.cat([out_p.transpose(1, 2),
+                     out_b.view(R, K, H, Lm, D).permute(0, 1, 3, 2, 4).reshape(R, K * Lm, H, D)],
+                    dim=1)
+    src = lay["src"]
+    flat = (src + torch.arange(R, device=src.device)[:, None] * out.shape[1]).reshape(-1)
+    return out.view(-1, H * D).index_select(0, flat).view(R, src.shape[1], H, D), None
 
 
 def _layout_ok(body) -> bool:
