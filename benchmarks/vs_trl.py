@@ -357,6 +357,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["mindprint", "trl"], help="run one side and print its JSON")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both sides")
     p.add_argument("--verbose", action="store_true", help="show both sides' logs")
+    p.add_argument("--pairs", type=int, default=1,
+                   help="run N Mindprint/TRL pairs in alternating order and report the median pair")
     p.add_argument("--_side", choices=["mindprint", "trl"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._side:
@@ -367,10 +369,23 @@ def main(argv=None) -> int:
         print(json.dumps(side(a.only, a)))
         return 0
     load0 = _load()
-    mp = side("mindprint", a)
-    trl = side("trl", a)
     sft = a.method == "sft"
-    speedup = (mp["tokens_per_s"] / trl["tokens_per_s"]) if sft else trl["s_per_step"] / mp["s_per_step"]
+
+    def ratio(mp, trl):
+        return (mp["tokens_per_s"] / trl["tokens_per_s"]) if sft else trl["s_per_step"] / mp["s_per_step"]
+
+    # --pairs N: N pairs, the order alternating (Mindprint first, then TRL first, ...), so a machine
+    # that drifts over the minutes of a run is not charged to one side; the table shows the pair
+    # with the median speedup (the lower of the two middle ones for an even N)
+    pairs = []
+    for i in range(a.pairs):
+        order = ("mindprint", "trl") if i % 2 == 0 else ("trl", "mindprint")
+        got = {n: side(n, a) for n in order}
+        pairs.append((got["mindprint"], got["trl"]))
+    speedups = [ratio(m, t) for m, t in pairs]
+    mid = sorted(range(len(pairs)), key=lambda i: speedups[i])[(len(pairs) - 1) // 2]
+    mp, trl = pairs[mid]
+    speedup = speedups[mid]
     bs = SETTINGS[a.method][3]
     what = (f" prompts x {GRPO_GROUP} completions (max {a.max_completion_length} tokens, length "
             f"reward {GRPO_LENGTH[0]}-{GRPO_LENGTH[1]} words, loss dapo, beta 0)"
@@ -397,6 +412,9 @@ def main(argv=None) -> int:
         if key == "tokens_per_s" and trl[key]:
             ratio = f"{mp[key] / trl[key]:.2f}×"
         print(f"| {label:22s} | {fmt(mp[key], spec):>10s} | {fmt(trl[key], spec):>10s} | {ratio:>7s} |")
+    if len(pairs) > 1:
+        print(f"pairs (alternating order): speedups {', '.join(f'{x:.2f}×' for x in speedups)}; "
+              f"the table is pair {mid + 1}, the median")
     print(f"speedup ({'tokens/s' if sft else 's/step'}): {speedup:.2f}×; peak RSS "
           f"{mp['peak_rss_mb'] / trl['peak_rss_mb']:.2f}× TRL; 1-min load average before / after "
           f"Mindprint / after TRL: {load0} / {mp['load']} / {trl['load']}")
@@ -404,6 +422,9 @@ def main(argv=None) -> int:
         "method": a.method, "steps": a.steps,
         "mindprint_s_per_step": round(mp["s_per_step"], 4), "trl_s_per_step": round(trl["s_per_step"], 4),
         "speedup": round(speedup, 3),
+        **({"speedups": [round(x, 3) for x in speedups],
+            "s_per_step_pairs": [[round(m["s_per_step"], 4), round(t["s_per_step"], 4)]
+                                 for m, t in pairs]} if len(pairs) > 1 else {}),
         "mindprint_peak_rss_mb": round(mp["peak_rss_mb"], 1), "trl_peak_rss_mb": round(trl["peak_rss_mb"], 1),
         "mindprint_final_loss": mp["final_loss"], "trl_final_loss": trl["final_loss"],
         "mindprint_eval_pref_acc": mp["eval_pref_acc"], "trl_eval_pref_acc": trl["eval_pref_acc"],
