@@ -426,3 +426,27 @@ def test_fused_sampler_weights_are_the_merged_layers(tiny_backend, dtype):
     gu, _ = _fused((m.gate_proj, m.up_proj), (1.0, 1.0), dtype)
     torch.testing.assert_close(gu.float(), torch.cat([merged(m.gate_proj), merged(m.up_proj)]).detach(),
                                rtol=1e-6 if dtype is None else 2 ** -7, atol=1e-6)
+
+
+def test_sampler_merges_several_active_adapters(tiny_model_dir):
+    """Two active adapters on a layer: the sampler's weight is the base plus both deltas (the
+    general merge, not the one-adapter addmm)."""
+    import copy
+
+    from mindprint.backends.torch.model import add_lora, load_base
+    from mindprint.backends.torch.sampling import _fused, _lora_parts
+    from mindprint.models import resolve
+
+    model, _ = load_base(resolve(tiny_model_dir), dtype="float32", device="cpu")
+    model = add_lora(model, config_mod.LoraConfig(r=2, alpha=4, dropout=0.0), 0)
+    model.add_adapter("second", copy.deepcopy(model.peft_config["default"]))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.base_model.set_adapter(["default", "second"])
+    q = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert _lora_parts(q) is None
+    want = q.base_layer.weight + q.get_delta_weight("default") + q.get_delta_weight("second")
+    w, _ = _fused((q,), (0.5,), None)
+    torch.testing.assert_close(w, (want * 0.5).detach(), rtol=1e-6, atol=1e-7)

@@ -150,9 +150,9 @@ def add_lora(model, lora_cfg, seed: int):
 
 # -- oneDNN products on a CPU --------------------------------------------------------------------
 # On x86 CPUs torch sends a float32 F.linear / matmul to MKL; oneDNN's inner product, which torch
-# also ships (the kernel its CPU compiler emits), runs the products of a LoRA step 15-40 % faster
-# on the same numbers (measured on AVX-512: MKL 130-180 GFLOP/s, oneDNN 190-210 on the q|k|v,
-# MLP and LM-head shapes of a 135 M model), and it reads a transposed weight in place, so the
+# also ships (the kernel its CPU compiler emits), runs the products of a LoRA step 10-45 % faster
+# on the same numbers (measured on AVX-512, 2 threads: MKL 127-188 GFLOP/s, oneDNN 162-207 on the
+# q|k|v, MLP and LM-head shapes of a 135 M model), and it reads a transposed weight in place, so the
 # backward's dx = dy·W needs no copy of W either. Used for float32 products with a weight that is
 # not trained (the frozen base under LoRA, the LM head); anything else goes to F.linear.
 
@@ -185,7 +185,8 @@ def _dnn_for(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, w, b) (no autograd through ``w``/``b``), through oneDNN where it is faster."""
+    """F.linear(x, w, b) through oneDNN where it is faster; no autograd (for the passes of an
+    autograd.Function, where grad mode is off)."""
     return _dnn_linear(x, w, b) if _dnn_for(x, w) else F.linear(x, w, b)
 
 
@@ -606,6 +607,11 @@ def _branch_layout(spans, K: int, width: int, device) -> dict:
             "mask_p": to(mask_p[:, None]), "mask_b": to(mask_b.reshape(R * K, 1, Lm, Pm + Lm))}
 
 
+def _flat_rows(idx: torch.Tensor, width: int) -> torch.Tensor:
+    """Positions ``idx`` [R, N] of R rows of ``width`` as indices into the R·width flat rows."""
+    return (idx + torch.arange(idx.shape[0], device=idx.device)[:, None] * width).reshape(-1)
+
+
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x`` [R, h, W, D] at positions ``idx`` [R, N] → [R, h, N, D]. transformers' q/k/v are
     transposed views of [R, W, h·D] rows: those are picked whole (index_select, and index_add in
@@ -613,8 +619,7 @@ def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     R, h, W, D = x.shape
     xt = x.transpose(1, 2)
     if xt.is_contiguous():
-        flat = (idx + torch.arange(R, device=idx.device)[:, None] * W).reshape(-1)
-        rows = xt.reshape(R * W, h * D).index_select(0, flat)
+        rows = xt.reshape(R * W, h * D).index_select(0, _flat_rows(idx, W))
         return rows.view(R, idx.shape[1], h, D).transpose(1, 2)
     return x.gather(2, idx[:, None, :, None].expand(-1, h, -1, D))
 
@@ -665,8 +670,8 @@ def group_attention(module, query, key, value, attention_mask, dropout: float = 
                      out_b.view(R, K, H, Lm, D).permute(0, 1, 3, 2, 4).reshape(R, K * Lm, H, D)],
                     dim=1)
     src = lay["src"]
-    flat = (src + torch.arange(R, device=src.device)[:, None] * out.shape[1]).reshape(-1)
-    return out.view(-1, H * D).index_select(0, flat).view(R, src.shape[1], H, D), None
+    rows = out.view(-1, H * D).index_select(0, _flat_rows(src, out.shape[1]))
+    return rows.view(R, src.shape[1], H, D), None
 
 
 def _layout_ok(body) -> bool:

@@ -26,38 +26,17 @@ import torch.nn.functional as F
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 
-def _effective(linear) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """(weight, bias) of a plain or PEFT-LoRA linear layer as it computes now; None if unknown."""
-    if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
-        return linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
-    base = getattr(linear, "base_layer", None)
-    if not isinstance(base, torch.nn.Linear) or not hasattr(linear, "lora_A"):
-        return None
-    w = base.weight.detach()
-    b = None if base.bias is None else base.bias.detach()
-    if getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
-        return w, b
-    delta = None
-    for name in linear.active_adapters:
-        if name not in linear.lora_A:
-            continue
-        if getattr(linear, "use_dora", {}).get(name, False):
-            return None
-        d = linear.get_delta_weight(name)
-        delta = d if delta is None else delta + d
-    return (w, b) if delta is None else (w + delta.to(w.dtype), b)
-
-
 def _lora_parts(linear):
     """(W, b, B, A, s) with the layer computing x (W + s·B·A)^T + b; B, A None for a plain,
     disabled or merged layer; None when that is not the form (several adapters, DoRA, ...)."""
     if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
-        return linear.weight.detach(), linear.bias, None, None, 0.0
-    base = getattr(linear, "base_layer", None)
-    if not isinstance(base, torch.nn.Linear) or not hasattr(linear, "lora_A"):
-        return None
-    w, b = base.weight.detach(), base.bias
-    if getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
+        base = linear
+    else:
+        base = getattr(linear, "base_layer", None)
+        if not isinstance(base, torch.nn.Linear) or not hasattr(linear, "lora_A"):
+            return None
+    w, b = base.weight.detach(), None if base.bias is None else base.bias.detach()
+    if base is linear or getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
         return w, b, None, None, 0.0
     names = [n for n in linear.active_adapters if n in linear.lora_A]
     if not names:
@@ -71,6 +50,30 @@ def _lora_parts(linear):
     return w, b, B.to(w.dtype), A.to(w.dtype), float(linear.scaling[name])
 
 
+def _effective(linear) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) of a plain or PEFT-LoRA linear layer as it computes now (the adapters'
+    deltas added); None if unknown (DoRA, other layer types)."""
+    p = _lora_parts(linear)
+    if p is not None:
+        w, b, B, A, s = p
+        return (w if B is None else torch.addmm(w, B, A, alpha=s)), b
+    if (not isinstance(getattr(linear, "base_layer", None), torch.nn.Linear)
+            or not hasattr(linear, "lora_A") or getattr(linear, "fan_in_fan_out", False)):
+        return None
+    w = linear.base_layer.weight.detach()
+    delta = None
+    for name in linear.active_adapters:            # several active adapters: their sum
+        if name not in linear.lora_A:
+            continue
+        if (getattr(linear, "use_dora", {}).get(name, False)
+                or name in getattr(linear, "lora_variant", {})):
+            return None
+        d = linear.get_delta_weight(name).detach()
+        delta = d if delta is None else delta + d
+    b = linear.base_layer.bias
+    return w + delta.to(w.dtype), None if b is None else b.detach()
+
+
 def _fused(linears, scales, dtype):
     """(weight, bias) of ``linears`` side by side (their outputs concatenated), each layer's
     effective weight (adapter merged) times its scale, in ``dtype`` (None: the weights' own);
@@ -79,7 +82,7 @@ def _fused(linears, scales, dtype):
     runs once per rollout over the whole model)."""
     parts = [_lora_parts(x) for x in linears]
     for i, (lin, p) in enumerate(zip(linears, parts)):
-        if p is None:
+        if p is None:             # several adapters: merged the general way
             e = _effective(lin)
             if e is None:
                 return None
@@ -114,7 +117,7 @@ def _fused(linears, scales, dtype):
             dst.copy_(tgt)
     if all(p[1] is None for p in parts):
         return buf, None
-    bias = torch.cat([(p[1].detach() * sc) if p[1] is not None else
+    bias = torch.cat([(p[1] * sc) if p[1] is not None else
                       torch.zeros(p[0].shape[0], dtype=p[0].dtype, device=p[0].device)
                       for p, sc in zip(parts, scales)])
     return buf, bias.to(dt)
