@@ -202,7 +202,7 @@ class FastSampler:
         return self.lin(h, self.head_w, self.head_b).float()
 
     # -- sampling ------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()       # no autograd bookkeeping at all: 6-9 % off a rollout vs no_grad
     def sample(self, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
                top_p: float, seed: int, eos: list[int], pad: int) -> list[tuple[list[int], bool]]:
         """Like :func:`mindprint.methods.grpo.sample_completions`: ``n`` rows per prompt, each
