@@ -256,26 +256,34 @@ class _LoraLinear(torch.autograd.Function):
         return dx, None, None, dA, dB, None
 
 
+def _plain_lora(layer, x):
+    """(W, b, A, B, s) of a PEFT ``lora.Linear`` in the plain case :class:`_LoraLinear` covers (one
+    active vanilla adapter, no dropout, plain float32 layers on a CPU, frozen base); else None."""
+    if layer.disable_adapters or layer.merged:
+        return None
+    names = [n for n in layer.active_adapters if n in layer.lora_A]
+    if len(names) != 1 or names[0] in getattr(layer, "lora_variant", {}):
+        return None
+    name = names[0]
+    base, A, B = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
+    if not (type(base) is type(A) is type(B) is torch.nn.Linear
+            and isinstance(layer.lora_dropout[name], torch.nn.Identity)
+            and A.bias is None and B.bias is None):
+        return None
+    w, b = base.weight, base.bias
+    if (w.requires_grad or (b is not None and b.requires_grad) or not _dnn_for(x, w)
+            or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (A.weight, B.weight))):
+        return None
+    return w, b, A.weight, B.weight, float(layer.scaling[name])
+
+
 def _lora_forward(self, x, *args, **kwargs):
-    """A PEFT ``lora.Linear`` forward through :class:`_LoraLinear` when it is the plain case (one
-    active vanilla adapter, no dropout, float32 on a CPU, frozen base); PEFT's own otherwise."""
-    fast = not (args or kwargs or self.disable_adapters or self.merged)
-    if fast:
-        names = [n for n in self.active_adapters if n in self.lora_A]
-        fast = len(names) == 1 and names[0] not in getattr(self, "lora_variant", {})
-    if fast:
-        name = names[0]
-        base, A, B = self.base_layer, self.lora_A[name], self.lora_B[name]
-        w, bias = getattr(base, "weight", None), getattr(base, "bias", None)
-        fast = (type(base) is torch.nn.Linear and isinstance(self.lora_dropout[name], torch.nn.Identity)
-                and type(A) is torch.nn.Linear and type(B) is torch.nn.Linear
-                and A.bias is None and B.bias is None and not w.requires_grad
-                and (bias is None or not bias.requires_grad)
-                and A.weight.dtype == B.weight.dtype == torch.float32 and _dnn_for(x, w)
-                and A.weight.device.type == "cpu" and B.weight.device.type == "cpu")
-    if not fast:
+    """A PEFT ``lora.Linear`` forward through :class:`_LoraLinear` in the plain case (see
+    :func:`_plain_lora`); PEFT's own otherwise."""
+    parts = None if (args or kwargs) else _plain_lora(self, x)
+    if parts is None:
         return type(self).forward(self, x, *args, **kwargs)
-    return _LoraLinear.apply(x, w, bias, A.weight, B.weight, float(self.scaling[name]))
+    return _LoraLinear.apply(x, *parts)
 
 
 def _is_peft_lora_linear(mod) -> bool:
