@@ -303,6 +303,35 @@ def test_inverse_cdf_sampling_frequencies():
     torch.testing.assert_close(freq, p ** 2 / (p ** 2).sum(), atol=0.015, rtol=0)
 
 
+def test_nucleus_from_topk_picks_what_a_full_sort_picks():
+    """_pick finds the top-p nucleus among each row's top 64, then top 1024, then all tokens:
+    every row gets the token that sorting the whole vocabulary (the textbook nucleus) gives
+    for the same uniform draw, whichever of the three rounds its nucleus ends in."""
+    from mindprint.backends.torch.sampling import _pick
+
+    def by_sorting(logits, temperature, top_p, gen):
+        probs = torch.softmax(logits / temperature, -1)
+        u = torch.rand((probs.shape[0], 1), generator=gen)
+        probs, order = probs.sort(-1, descending=True)
+        probs = probs.masked_fill((probs.cumsum(-1) - probs) > top_p, 0.0)
+        cdf = probs.cumsum(-1)
+        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.shape[-1] - 1)
+        return order.gather(-1, idx).squeeze(1)
+
+    g = torch.Generator().manual_seed(3)
+    vocab = 5000
+    # peaked rows (nucleus inside the top 64), broader ones (inside 1024), near-flat ones (sort)
+    logits = torch.cat([torch.randn(40, vocab, generator=g) * s for s in (12.0, 4.0, 0.3)])
+    mass64 = torch.softmax(logits, -1).topk(64, -1).values.sum(-1)
+    mass1k = torch.softmax(logits, -1).topk(1024, -1).values.sum(-1)
+    assert (mass64 > 0.9).any() and ((mass64 <= 0.9) & (mass1k > 0.9)).any() and (mass1k <= 0.9).any()
+    for temperature, top_p in [(1.0, 0.9), (1.0, 0.5), (0.7, 0.95), (1.3, 0.99)]:
+        for seed in range(3):
+            got = _pick(logits, temperature, top_p, torch.Generator().manual_seed(seed))
+            want = by_sorting(logits, temperature, top_p, torch.Generator().manual_seed(seed))
+            assert torch.equal(got, want), (temperature, top_p, seed)
+
+
 def test_packed_logps_match_one_row_per_completion(tiny_backend):
     """Completions of one prompt packed after a single copy of it give the same log-probs,
     entropy and gradient as one padded row per completion."""

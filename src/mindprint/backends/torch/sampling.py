@@ -268,17 +268,44 @@ class FastSampler:
 def _pick(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
     """One token per row from softmax(logits / temperature), nucleus-truncated to ``top_p``:
     inverse-CDF sampling (one uniform per row against the cumulative sum), which on a CPU costs a
-    fraction of ``torch.multinomial`` over a 50k vocabulary."""
+    fraction of ``torch.multinomial`` over a 50k vocabulary.
+
+    The nucleus is the smallest prefix of the tokens by falling probability whose mass reaches
+    ``top_p`` (a token is dropped when the mass before it exceeds ``top_p``). It is found among
+    the row's ``k`` likeliest tokens (``topk``, k = 64, then ×16) and only falls back to sorting
+    the vocabulary when even those hold less than ``top_p``: sorting 16 rows of 49k costs ~30 ms
+    on a CPU, as much as the decode step itself, the top 64 about 0.6 ms. Same tokens, in the
+    same order, as sorting everything (tokens past the k-th can only be dropped once the first
+    k hold more than ``top_p``)."""
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, -1)
-    order = None
-    if top_p < 1.0:
-        probs, order = probs.sort(-1, descending=True)
-        probs = probs.masked_fill((probs.cumsum(-1) - probs) > top_p, 0.0)   # smallest prefix ≥ top_p
-    cdf = probs.cumsum(-1)
-    u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
+    u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device)
+    if top_p >= 1.0:
+        cdf = probs.cumsum(-1)
+        return _inverse_cdf(cdf, u, None)
+    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    todo = torch.arange(probs.shape[0], device=probs.device)
+    vocab, k = probs.shape[-1], 64
+    while todo.numel():
+        p = probs[todo]
+        if k >= vocab:
+            vals, order = p.sort(-1, descending=True)
+            done = torch.ones(len(todo), dtype=torch.bool, device=p.device)
+        else:
+            vals, order = p.topk(k, -1)                     # sorted, largest first
+            done = vals.sum(-1) > top_p                     # the nucleus ends inside these k
+        kept = vals.masked_fill((vals.cumsum(-1) - vals) > top_p, 0.0)
+        tok = _inverse_cdf(kept.cumsum(-1), u[todo], order)
+        out[todo[done]] = tok[done]
+        todo, k = todo[~done], k * 16
+    return out
+
+
+def _inverse_cdf(cdf, u, order):
+    """The token of each row at uniform ``u`` [R, 1] along its cumulative mass ``cdf`` [R, n]
+    (scaled to the row's total), mapped through ``order`` [R, n] when given."""
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.shape[-1] - 1)
     return (idx if order is None else order.gather(-1, idx)).squeeze(1)
 
 
