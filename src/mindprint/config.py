@@ -580,12 +580,19 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+# MINDPRINT_* variables that set up the process, not a config key (every other MINDPRINT_* is one):
+# the model cache, the web UI's home, torchrun's rendezvous timeout, MLX's BLAS, CPU malloc tuning
+PROCESS_ENV = frozenset({"MINDPRINT_CACHE", "MINDPRINT_HOME", "MINDPRINT_DIST_TIMEOUT_MIN",
+                         "MINDPRINT_MLX_BLAS", "MINDPRINT_MALLOC_TUNING"})
+
+
 def env_overrides(environ: dict | None = None) -> list[tuple[str, Any]]:
-    """``MINDPRINT_TRAIN__LR=1e-4`` → ``("train.lr", 1e-4)``; top-level keys use one part."""
+    """``MINDPRINT_TRAIN__LR=1e-4`` → ``("train.lr", 1e-4)``; top-level keys use one part.
+    The variables in :data:`PROCESS_ENV` are not config keys and are skipped."""
     environ = os.environ if environ is None else environ
     out = []
     for name, value in sorted(environ.items()):
-        if not name.startswith("MINDPRINT_") or name in ("MINDPRINT_CACHE", "MINDPRINT_HOME"):
+        if not name.startswith("MINDPRINT_") or name in PROCESS_ENV:
             continue
         key = name[len("MINDPRINT_"):].lower().replace("__", ".")
         out.append((key, _parse_scalar(value)))

@@ -114,6 +114,20 @@ def test_precedence_yaml_env_set(tmp_path, monkeypatch):
         C.load(path)
 
 
+def test_process_variables_are_not_config_keys(tmp_path, monkeypatch):
+    """The documented MINDPRINT_* variables that set up the process (cache, MLX BLAS, torchrun
+    timeout, malloc tuning, web UI home) never reach the config as unknown keys."""
+    path = _write(tmp_path, BASE)
+    for name, value in [("MINDPRINT_CACHE", "/tmp/c"), ("MINDPRINT_HOME", "/tmp/h"),
+                        ("MINDPRINT_MLX_BLAS", "off"), ("MINDPRINT_DIST_TIMEOUT_MIN", "5"),
+                        ("MINDPRINT_MALLOC_TUNING", "0")]:
+        monkeypatch.setenv(name, value)
+    assert C.env_overrides() == []
+    assert C.load(path) == C.load(path, use_env=False)
+    monkeypatch.setenv("MINDPRINT_TRAIN__LR", "0.2")
+    assert C.env_overrides() == [("train.lr", 0.2)]
+
+
 def test_dump_round_trips(tmp_path):
     cfg = C.load(_write(tmp_path, BASE), ["lora.r=4"], use_env=False)
     again = C.from_dict(yaml.safe_load(C.dump_yaml(cfg)))

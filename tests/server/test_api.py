@@ -396,10 +396,12 @@ def test_job_environment_drops_overrides_and_shares_the_cores(monkeypatch):
 
     monkeypatch.setenv("MINDPRINT_TRAIN__LR", "1")
     monkeypatch.setenv("MINDPRINT_CACHE", "/c")
+    monkeypatch.setenv("MINDPRINT_MALLOC_TUNING", "0")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     one, four = _child_env(1), _child_env(4)
     assert "MINDPRINT_TRAIN__LR" not in one and one["MINDPRINT_CACHE"] == "/c"
+    assert one["MINDPRINT_MALLOC_TUNING"] == "0"          # process settings are inherited
     assert "OMP_NUM_THREADS" not in one and four["OMP_NUM_THREADS"] == "2"
     assert _child_env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")          # the user's choice wins

@@ -31,10 +31,11 @@ import threading
 import time
 from pathlib import Path
 
+from ..config import PROCESS_ENV
 from .store import Store
 
 # environment variables that would silently change a validated config in the child
-_KEEP_ENV = {"MINDPRINT_CACHE", "MINDPRINT_HOME"}
+_KEEP_ENV = PROCESS_ENV          # set up the process, not config keys: a job inherits them
 GRACE_S = 60.0
 
 
