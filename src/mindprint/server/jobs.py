@@ -34,8 +34,6 @@ from pathlib import Path
 from ..config import PROCESS_ENV
 from .store import Store
 
-# environment variables that would silently change a validated config in the child
-_KEEP_ENV = PROCESS_ENV          # set up the process, not config keys: a job inherits them
 GRACE_S = 60.0
 
 
@@ -166,12 +164,13 @@ def command(job: dict, python: str = sys.executable) -> list[str]:
 
 
 def _child_env(max_concurrent: int = 1) -> dict:
-    """The job's environment: the server's, less MINDPRINT_* overrides. With several jobs at once
-    each gets its share of the cores as its math-thread count (unless the user set one): more
-    math threads than free cores spin against each other (an eval job on a busy 2-core machine
-    generated 0.2 tokens/s with 2 threads, 12 tokens/s with 1)."""
+    """The job's environment: the server's, less MINDPRINT_* config overrides (they would silently
+    change the validated config in the child; the process settings in ``PROCESS_ENV`` stay). With
+    several jobs at once each gets its share of the cores as its math-thread count (unless the user
+    set one): more math threads than free cores spin against each other (an eval job on a busy
+    2-core machine generated 0.2 tokens/s with 2 threads, 12 tokens/s with 1)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MINDPRINT_") or k in _KEEP_ENV}
+           if not k.startswith("MINDPRINT_") or k in PROCESS_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     if max_concurrent > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max_concurrent))

@@ -282,8 +282,7 @@ def _pick(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
     probs = torch.softmax(logits / temperature, -1)
     u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device)
     if top_p >= 1.0:
-        cdf = probs.cumsum(-1)
-        return _inverse_cdf(cdf, u, None)
+        return _inverse_cdf(probs.cumsum(-1), u, None)
     out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     todo = torch.arange(probs.shape[0], device=probs.device)
     vocab, k = probs.shape[-1], 64
