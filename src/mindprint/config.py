@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .reward_names import check_name as check_reward_name
 
 METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "kto", "simpo", "grpo")
 BACKENDS = ("torch", "mlx")
@@ -255,10 +256,8 @@ class GRPOConfig(_Section):
     @field_validator("rewards")
     @classmethod
     def _known_rewards(cls, v: list) -> list:
-        from .rewards import check_name
-
         for name in v:
-            check_name(name)
+            check_reward_name(name)
         return v
 
     @model_validator(mode="after")
@@ -271,10 +270,16 @@ class GRPOConfig(_Section):
         return self
 
 
-def _default_banned() -> list[str]:
-    from .evaluate.style import DEFAULT_BANNED
+# eval.banned_phrases' default, also the banned_phrases reward's when it is given none
+DEFAULT_BANNED_PHRASES = (
+    "as an ai", "language model", "i'm sorry", "i cannot", "i can't assist",
+    "it's important to note", "it is important to note", "in conclusion", "i hope this helps",
+    "delve",
+)
 
-    return list(DEFAULT_BANNED)
+
+def _default_banned() -> list[str]:
+    return list(DEFAULT_BANNED_PHRASES)
 
 
 class EvalConfig(_Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mindprint.evaluate.style import banned_hits, markdown_features, reference_style, style_of
+from mindprint.measures.style import banned_hits, markdown_features, reference_style, style_of
 
 
 def test_markdown_features():

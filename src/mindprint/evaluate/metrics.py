@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..data.render import render_chat_records
-from .embed import cosine_pairs
+from ..measures.embed import cosine_pairs
 
 
 def variant(model, name: str):

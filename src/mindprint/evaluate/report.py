@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .runner import SUMMARY_ROWS, dumps
+from .summary import SUMMARY_ROWS, dumps
 
 COLORS = {"base": "#8c8c8c", "tuned": "#d9480f", "reference": "#1c7ed6"}
 UNIT_METRICS = [("voice_fidelity", "voice fidelity"), ("markdown_adherence", "markdown adherence"),

@@ -7,34 +7,17 @@ deterministic: the same inputs give the same report.json, apart from timings.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from ..errors import MindprintError
+from ..measures.style import reference_style, style_of
 from . import data as D
 from . import metrics as M
-from .style import reference_style, style_of
-
-# summary rows: key, label, better ("high", "low" or None), format
-SUMMARY_ROWS = [
-    ("voice_fidelity", "voice fidelity (cosine, MiniLM)", "high", "{:.4f}"),
-    ("perplexity", "perplexity on held-out chat", "low", "{:.3f}"),
-    ("logp_accuracy", "preference accuracy: log p(chosen) > log p(rejected)", "high", "{:.3f}"),
-    ("avg_logp_accuracy", "  … per-token mean log p", "high", "{:.3f}"),
-    ("implicit_accuracy", "preference accuracy: implicit reward margin > 0", "high", "{:.3f}"),
-    ("implicit_margin_mean", "  mean implicit reward margin (nats)", "high", "{:.3f}"),
-    ("markdown_adherence", "markdown adherence (lists/headings as the reference)", "high", "{:.3f}"),
-    ("list_rate", "answers with a list", None, "{:.3f}"),
-    ("heading_rate", "answers with a heading", None, "{:.3f}"),
-    ("banned_phrase_hits", "banned-phrase hits", "low", "{:d}"),
-    ("banned_answer_rate", "answers with a banned phrase", "low", "{:.3f}"),
-    ("answer_words_mean", "answer length (words, mean)", None, "{:.1f}"),
-    ("answer_tokens_mean", "answer length (tokens, mean)", None, "{:.1f}"),
-    ("gen_tokens_per_s", "generation speed (tokens/s)", "high", "{:.1f}"),
-]
+from .report import write_report
+from .summary import summary_lines  # noqa: F401 - mindprint eval's terminal table, re-exported
 
 
 @dataclass
@@ -149,25 +132,6 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
         "preference": pref_rows,
         "timing": {**timing, "total_s": time.perf_counter() - t_start},
     }
-    from .report import write_report
-
     with atomic_dir(out) as tmp:
         write_report(report, tmp)
     return report
-
-
-def summary_lines(report: dict) -> list[str]:
-    """A short text table for the terminal."""
-    vs = report["variants"]
-    lines = [f"{'metric':48s}" + "".join(f"{v:>12s}" for v in vs)]
-    for key, label, _, fmt in SUMMARY_ROWS:
-        vals = [report["summary"][v].get(key) for v in vs]
-        if all(x is None for x in vals):
-            continue
-        cells = "".join(f"{fmt.format(x) if x is not None else '–':>12s}" for x in vals)
-        lines.append(f"{label[:48]:48s}{cells}")
-    return lines
-
-
-def dumps(report: dict) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"

@@ -10,12 +10,12 @@ end-of-turn, False when ``grpo.max_completion_length`` cut it off.
 
 ``grpo.rewards`` names built-ins (:data:`BUILTINS`, see :mod:`.builtin`) or user functions as
 ``"package.module:function"``; the current directory is importable, so a ``my_rewards.py`` next to
-the config works. Everything heavy is imported on use.
+the config works. The names alone live in the leaf :mod:`mindprint.reward_names` (config validates
+against it); the sentence-embedding model behind ``voice_fidelity`` loads on first use.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import math
@@ -26,24 +26,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError, MindprintError
+from ..reward_names import BUILTINS, check_name
+from . import builtin
 
-BUILTINS = ("voice_fidelity", "answer_similarity", "length", "format", "banned_phrases")
-
-
-def check_name(name: str) -> None:
-    """Refuse a name that is neither a built-in nor ``module:function`` (ValueError, for config)."""
-    if name in BUILTINS:
-        return
-    if ":" in name:
-        mod, _, fn = name.partition(":")
-        if mod and fn and all(p.isidentifier() for p in mod.split(".")) and fn.isidentifier():
-            return
-        raise ValueError(f"'{name}' is not \"package.module:function\"")
-    close = difflib.get_close_matches(name, BUILTINS, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ValueError(f"unknown reward '{name}'; {hint}built-ins: {', '.join(BUILTINS)}, or a "
-                     f"function as \"package.module:function\"")
-
+__all__ = ["BUILTINS", "Reward", "build", "check_name", "combine", "load_user_function", "score"]
 
 def load_user_function(spec: str) -> Callable:
     mod_name, _, fn_name = spec.partition(":")
@@ -69,8 +55,6 @@ class Reward:
 
 def build(grpo_cfg, banned_phrases: list[str] | None = None) -> list[Reward]:
     """The configured rewards with their weights; user functions are imported here."""
-    from . import builtin
-
     weights = grpo_cfg.reward_weights or [1.0] * len(grpo_cfg.rewards)
     out = []
     for name, w in zip(grpo_cfg.rewards, weights):

@@ -13,11 +13,6 @@ from statistics import mean, median
 
 LIST_RE = re.compile(r"^[ \t]{0,3}(?:[-*+•]|\d{1,3}[.)])[ \t]+\S", re.M)
 HEADING_RE = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+\S", re.M)
-DEFAULT_BANNED = [
-    "as an ai", "language model", "i'm sorry", "i cannot", "i can't assist",
-    "it's important to note", "it is important to note", "in conclusion", "i hope this helps",
-    "delve",
-]
 
 
 def markdown_features(text: str) -> dict:
