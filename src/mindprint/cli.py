@@ -37,6 +37,7 @@ def cmd_train(args) -> int:
         cfg = C.load(args.config, args.set)
     if args.output_dir:
         cfg.output_dir = args.output_dir
+    from . import registry
     from .methods import get_method
 
     if cfg.curriculum is not None:
@@ -44,7 +45,8 @@ def cmd_train(args) -> int:
             raise MindprintError("a curriculum runs in one process in this version; start it "
                                  "without torchrun / accelerate launch")
         return _train_curriculum(cfg, args)
-    get_method(cfg)  # fail fast on an unavailable method, before loading a model
+    registry.check_backend(cfg.method, cfg.backend)  # fail fast, before loading a model
+    get_method(cfg)      # builds it: a bad reward module etc. fails here too
     if cfg.backend == "mlx":
         from .backends.mlx.train import run_training
     else:
@@ -77,14 +79,12 @@ def cmd_train(args) -> int:
 
 
 def _train_curriculum(cfg, args) -> int:
+    from . import registry
     from .curriculum import run_curriculum
     from .methods import get_method
 
     for t in cfg.curriculum.topics:          # fail fast on an unavailable method
-        if cfg.backend == "mlx":
-            from .backends.mlx.train import check_method
-
-            check_method(t.method or cfg.method)
+        registry.check_backend(t.method or cfg.method, cfg.backend)
         get_method(cfg.model_copy(update={"method": t.method or cfg.method}))
     print(f"mindprint {__version__}: curriculum of {len(cfg.curriculum.topics)} topics on "
           f"{cfg.model.name} ({cfg.backend}) → {cfg.output_dir}", file=sys.stderr)

@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .registry import NAMES as METHODS     # the one list of methods (mindprint.registry)
 from .reward_names import check_name as check_reward_name
 
-METHODS = ("sft", "kl_sft", "dpo", "ipo", "orpo", "kto", "simpo", "grpo")
 BACKENDS = ("torch", "mlx")
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import registry
 from .config import Config, GateConfig, TopicConfig, from_dict, set_key
 from .data.jsonl import load_jsonl
 from .data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord, to_json
@@ -41,13 +42,13 @@ STATE = "curriculum_state.json"
 SUMMARY = "curriculum_summary.json"
 TABLE = "curriculum.md"
 
-# what each method trains on; the first type is what replayed records are converted to
-TRAINS_ON = {"sft": (ChatRecord,), "kl_sft": (ChatRecord,), "dpo": (PreferenceRecord,),
-             "ipo": (PreferenceRecord,), "orpo": (PreferenceRecord,), "simpo": (PreferenceRecord,),
-             "kto": (KTORecord, PreferenceRecord), "grpo": (PromptRecord,)}
+# what each method trains on (mindprint.registry); the first type is what replayed records are
+# converted to
+_KINDS = {"chat": ChatRecord, "preference": PreferenceRecord, "kto": KTORecord, "prompt": PromptRecord}
+TRAINS_ON = {n: tuple(_KINDS[k] for k in s.trains_on) for n, s in registry.METHODS.items()}
 # preference accuracy the gate reads: reference-free methods score log-probs, the others the
 # implicit reward (log-ratio to the base model)
-PREF_METRIC = {"orpo": "avg_logp_accuracy", "simpo": "avg_logp_accuracy"}
+PREF_METRIC = {n: s.pref_metric for n, s in registry.METHODS.items()}
 
 
 @dataclass
@@ -243,7 +244,7 @@ def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
                               max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt),
                       log=lambda s: log(f"  eval {s}"))
     s = report["summary"]
-    pref_key = PREF_METRIC.get(topic.method, "implicit_accuracy")
+    pref_key = PREF_METRIC[topic.method]
     out = {"n_prompts": len(files["prompts"][:ecfg.max_prompts]), "n_pairs": len(files["preference"])}
     for key, name in (("voice_fidelity", "voice_fidelity"), ("perplexity", "perplexity"),
                       (pref_key, "pref_accuracy")):

@@ -4,6 +4,7 @@ and step."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -163,12 +164,12 @@ def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_
 def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys,
                                                     monkeypatch):
     pytest.importorskip("mlx_lm")
-    from mindprint.backends.mlx import train as mlx_train
+    from mindprint import registry
     from mindprint.cli import main
 
     # every method runs on mlx now; a build without one (grpo here) refuses it up front
-    monkeypatch.setattr(mlx_train, "MLX_METHODS", tuple(m for m in mlx_train.MLX_METHODS
-                                                        if m != "grpo"))
+    monkeypatch.setitem(registry.METHODS, "grpo",
+                        dataclasses.replace(registry.METHODS["grpo"], backends=("torch",)))
 
     train, ev = topic_files
     cfg = tmp_path / "c.yaml"

@@ -1,28 +1,17 @@
-"""Method glue: one object per training method, injected into a backend's loop."""
+"""Method glue: one object per training method, injected into a backend's loop.
+
+Which methods exist, and which class implements each, is :data:`mindprint.registry.METHODS`;
+a method's module is imported only when a run builds it, so a CLI call loads only what it runs.
+"""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+import importlib
 
-# method: (module, class) — imported on use, so a CLI call loads only what it runs
-REGISTRY = {
-    "sft": ("sft", "SFTMethod"),
-    "kl_sft": ("kl_sft", "KLSFTMethod"),
-    "dpo": ("pairwise", "PairMethod"),
-    "ipo": ("pairwise", "PairMethod"),
-    "orpo": ("pairwise", "PairMethod"),
-    "simpo": ("pairwise", "PairMethod"),
-    "kto": ("kto", "KTOMethod"),
-    "grpo": ("grpo", "GRPOMethod"),
-}
-IMPLEMENTED = {name: "torch" for name in REGISTRY}
+from .. import registry
 
 
 def get_method(cfg):
-    if cfg.method not in REGISTRY:
-        raise ConfigError(f"method '{cfg.method}' is not available yet in this version; "
-                          f"available: {', '.join(sorted(IMPLEMENTED))}")
-    import importlib
-
-    module, cls = REGISTRY[cfg.method]
+    """The method object of ``cfg.method`` (ConfigError naming the known methods otherwise)."""
+    module, cls = registry.spec(cfg.method).impl.split(":")
     return getattr(importlib.import_module(f".{module}", __name__), cls)(cfg)

@@ -138,8 +138,18 @@ async function pageDatasets(main) {
 }
 
 // -- new run ------------------------------------------------------------------------------------
-const METHOD_SECTIONS = { sft: [], kl_sft: ['kl'], dpo: ['dpo'], ipo: ['dpo'], orpo: ['orpo'],
-  kto: ['kto'], simpo: ['simpo'], grpo: ['grpo'] };
+// methods, their option sections and the records they train on come from /api/info
+// (mindprint.registry); this only words the record kinds
+const RECORD_WORDS = { chat: 'chat data', preference: 'preference pairs', kto: 'labelled completions',
+  prompt: 'prompts + rewards' };
+const methodDataHint = () => {
+  const groups = {};
+  for (const m of INFO.methods) {
+    const words = INFO.method_info[m].trains_on.map(k => RECORD_WORDS[k] || k).join(' or ');
+    (groups[words] = groups[words] || []).push(m);
+  }
+  return Object.entries(groups).map(([words, ms]) => `${ms.join(', ')}: ${words}`).join(' · ');
+};
 const COMMON = {
   Training: ['train.max_steps', 'train.batch_size', 'train.grad_accum', 'train.lr', 'train.warmup_steps',
     'train.schedule', 'train.eval_every', 'train.save_every', 'train.seed', 'train.max_minutes'],
@@ -192,7 +202,7 @@ async function pageNewRun(main) {
   <fieldset><legend>Run</legend><div class="grid">
     <label class="field"><span class="key">name</span><input id="run-name" type="text" placeholder="my first run"></label>
     <label class="field"><span class="key">method</span><select id="method">${INFO.methods.map(m => `<option>${m}</option>`).join('')}</select>
-      <small>sft, kl_sft: chat data · dpo, ipo, orpo, simpo: preference pairs · kto: labelled completions · grpo: prompts + rewards</small></label>
+      <small>${esc(methodDataHint())}</small></label>
     <label class="field"><span class="key">backend</span><select id="backend">${INFO.backends.map(b => `<option>${b}</option>`).join('')}</select>
       <small>only backends installed on this server are listed</small></label>
     <label class="field"><span class="key">model</span><input id="model" type="text" value="${esc(byKey['model.name'].default)}">
@@ -214,7 +224,7 @@ async function pageNewRun(main) {
     `<fieldset><legend>${title}</legend><div class="grid">${keys.map(k => fieldHtml(byKey[k])).join('')}</div></fieldset>`).join('');
   const renderMethod = () => {
     const m = $('#method').value;
-    $('#method-fields').innerHTML = METHOD_SECTIONS[m].map(sec => {
+    $('#method-fields').innerHTML = INFO.method_info[m].options.map(sec => {
       const keys = FIELDS.filter(f => f.key.startsWith(sec + '.') && !['grpo.rewards', 'grpo.reward_weights'].includes(f.key));
       let extra = '';
       if (sec === 'grpo') {
