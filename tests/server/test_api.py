@@ -17,8 +17,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from mindprint.server.app import create_app, safe_filename
+from mindprint.server.app import create_app
 from mindprint.server.jobs import JobRunner
+from mindprint.server.routes.datasets import safe_filename
 from mindprint.server.store import Store
 
 from .helpers import chat_rows, tiny_run_config, wait_for

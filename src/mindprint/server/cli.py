@@ -31,7 +31,8 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from .app import create_app, is_loopback
+        from .app import create_app
+        from .security import is_loopback
     except ImportError as e:
         raise MindprintError(f"mindprint serve needs the web extra: pip install 'mindprint[ui]' "
                              f"({e.name} is missing)") from None

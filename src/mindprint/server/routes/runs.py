@@ -1,0 +1,207 @@
+"""Training runs: create (the config goes through the CLI's own schema), list, cancel, resume,
+delete, metrics, log, GRPO samples, the adapter as a zip, and runs side by side.
+
+A run is a ``train`` job: ``WORKSPACE/jobs/<id>/job.yaml`` (the validated config, its output
+directory set to ``jobs/<id>/run``) run by ``mindprint train`` in a subprocess (:mod:`..jobs`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from ... import config as C
+from ...errors import ConfigError
+from ...runs import Run, config_differences, metric_rows
+from .. import jobs as J
+from ..common import (Context, Id, cancel, delete_job, job, job_out, log_tail, read_rows,
+                      requeue)
+from ..security import api_error
+from ..store import ID_PATTERN, Store, new_id
+from .evals import latest_eval
+
+# config keys whose values are files: in the web UI they name datasets of the workspace
+DATA_KEYS = ("data.train", "data.eval", "eval.prompts", "eval.chat", "eval.preference")
+
+
+class RunRequest(BaseModel):
+    name: str | None = Field(None, max_length=120, description="a label for the run list")
+    config: dict[str, Any] | None = Field(None, description="the run config as a mapping (the "
+                                          "same keys as a YAML config); data files are dataset ids")
+    config_yaml: str | None = Field(None, max_length=200_000, description="or the config as YAML")
+    overrides: list[str] = Field(default_factory=list, max_length=200, description="KEY=VALUE "
+                                 "strings applied last, as `mindprint train --set` does")
+
+
+def router(ctx: Context) -> APIRouter:
+    r = APIRouter()
+    store, ws = ctx.store, ctx.ws
+
+    @r.post("/api/runs", status_code=201, tags=["runs"])
+    def create_run(req: RunRequest):
+        """Queue a training run. The config is validated by the CLI's schema: a mistake gives 422
+        with the CLI's message (unknown keys with a did-you-mean, out-of-range values)."""
+        try:
+            cfg = validate_run_config(req, store, ws)
+        except ConfigError as e:
+            return api_error(422, str(e), errors=str(e).splitlines())
+        run_id = new_id("r")
+        d = J.job_dir(ws, run_id)
+        cfg.output_dir = str(d / "run")
+        d.mkdir(parents=True)
+        (d / "job.yaml").write_text(C.dump_yaml(cfg), encoding="utf-8")
+        name = (req.name or "").strip() or f"{cfg.method} {time.strftime('%m-%d %H:%M')}"
+        row = store.add_job(id=run_id, kind="train", name=name, config=cfg.to_dict(), dir=str(d))
+        return job_out(row)
+
+    @r.get("/api/runs", tags=["runs"])
+    def list_runs():
+        return [job_out(j, brief=True) for j in store.list_jobs(kind="train")]
+
+    @r.get("/api/runs/{run_id}", tags=["runs"])
+    def get_run(run_id: Id):
+        return job_out(job(store, run_id, "train"))
+
+    @r.post("/api/runs/{run_id}/cancel", tags=["runs"])
+    def cancel_run(run_id: Id):
+        """Stop a run: it finishes its step, saves a checkpoint and can be resumed."""
+        return job_out(cancel(ctx, job(store, run_id, "train"), f"run {run_id}"))
+
+    @r.post("/api/runs/{run_id}/resume", tags=["runs"])
+    def resume_run(run_id: Id):
+        """Queue an interrupted, cancelled or failed run again; it continues from its last
+        checkpoint (or starts over when it never saved one)."""
+        return job_out(requeue(store, job(store, run_id, "train")))
+
+    @r.delete("/api/runs/{run_id}", status_code=204, tags=["runs"])
+    def delete_run(run_id: Id):
+        delete_job(store, job(store, run_id, "train"), ws)
+
+    @r.get("/api/runs/{run_id}/metrics", tags=["metrics"])
+    def run_metrics(run_id: Id):
+        """Every row of the run's metrics.jsonl so far."""
+        rows, _ = read_rows(J.run_dir(job(store, run_id, "train")) / "metrics.jsonl", 0)
+        return rows
+
+    @r.get("/api/runs/{run_id}/log", response_class=PlainTextResponse, tags=["runs"])
+    def run_log(run_id: Id, tail: int = Query(200, ge=1, le=10000)):
+        return log_tail(job(store, run_id), tail)
+
+    @r.get("/api/runs/{run_id}/samples", tags=["runs"])
+    def run_samples(run_id: Id, limit: int = Query(50, ge=1, le=1000)):
+        """Sampled completions a GRPO run wrote to samples.jsonl (newest last)."""
+        rows, _ = read_rows(J.run_dir(job(store, run_id, "train")) / "samples.jsonl", 0)
+        return rows[-limit:]
+
+    @r.get("/api/runs/{run_id}/adapter.zip", tags=["artefacts"])
+    def download_adapter(run_id: Id):
+        """The final adapter (PEFT format, with mindprint.json) as a zip file."""
+        row = job(store, run_id, "train")
+        adapter = J.run_dir(row) / "adapter"
+        if not (adapter / "adapter_config.json").exists():
+            raise HTTPException(404, f"run {run_id} has no adapter yet")
+        tmp = Path(tempfile.mkdtemp(prefix="mindprint-zip-"))
+        archive = shutil.make_archive(str(tmp / f"{run_id}-adapter"), "zip", adapter)
+        return FileResponse(archive, media_type="application/zip",
+                            filename=f"{_slug(row['name'])}-{run_id}-adapter.zip",
+                            background=BackgroundTask(shutil.rmtree, tmp, True))
+
+    @r.get("/api/compare", tags=["runs"])
+    def compare_runs(runs: str = Query(..., description="comma-separated run ids")):
+        """Config keys that differ and final metrics side by side (``mindprint runs compare``)."""
+        ids = [i for i in runs.split(",") if i]
+        if not 1 <= len(ids) <= 8 or not all(re.match(ID_PATTERN, i) for i in ids):
+            raise HTTPException(422, "runs: give 1 to 8 run ids, comma-separated")
+        rows = [job(store, i, "train") for i in ids]
+        loaded = [Run.load(J.run_dir(j), j["name"]) for j in rows]
+        evals = {j["id"]: latest_eval(store, j["id"]) for j in rows}
+        return {"runs": [{"id": j["id"], "name": j["name"], "status": j["status"]} for j in rows],
+                "config_differences": [{"key": k, "values": v} for k, v in
+                                       config_differences(loaded)],
+                "metrics": [{"key": k, "values": v} for k, v in metric_rows(loaded)],
+                "eval_reports": [evals[j["id"]] for j in rows]}
+
+    return r
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "run"
+
+
+def validate_run_config(req: RunRequest, store: Store, ws: Path):
+    """The request's config through the CLI's schema (same messages), then server rules: data
+    files are datasets of this workspace, the backend is installed, reward functions are
+    built-ins or installed modules. Raises ConfigError."""
+    if (req.config is None) == (req.config_yaml is None):
+        raise ConfigError("config: send either 'config' (a mapping) or 'config_yaml' (text)")
+    raw = req.config
+    if raw is None:
+        try:
+            raw = yaml.safe_load(req.config_yaml)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config{line}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        if raw is None:
+            raise ConfigError("config: config is empty")
+    raw = dict(raw) if isinstance(raw, dict) else raw
+    if isinstance(raw, dict):
+        for key, value in C.parse_overrides(req.overrides):
+            C.set_key(raw, key, value, f"--set {key}")
+        raw.pop("output_dir", None)      # the server chooses: WORKSPACE/jobs/<id>/run
+    cfg = C.from_dict(raw, "config")
+    if cfg.curriculum is not None:
+        raise ConfigError("curriculum: not available in the web UI yet; run it with "
+                          "mindprint train CONFIG")
+    problems = []
+    for key in DATA_KEYS:
+        section, leaf = key.split(".")
+        values = getattr(getattr(cfg, section), leaf)
+        paths = []
+        for v in values:
+            d = store.get_dataset(v) if re.match(ID_PATTERN, str(v)) else None
+            if d is None:
+                problems.append(f"config: {key}: {v!r} is not a dataset of this workspace (upload "
+                                "it on the Datasets page and use its id, e.g. d-0123456789ab)")
+            else:
+                paths.append(d["path"])
+        setattr(getattr(cfg, section), leaf, paths)
+    if importlib.util.find_spec(cfg.backend) is None:
+        problems.append(f"config: backend: '{cfg.backend}' is not installed on this server")
+    if cfg.method == "grpo":
+        for name in cfg.grpo.rewards:
+            if ":" in name:
+                problems.extend(_check_reward_module(name, ws))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
+def _check_reward_module(name: str, ws: Path) -> list[str]:
+    """A "module:function" reward must come from an installed module, never from the workspace
+    (whose files arrive by upload) or the server's working directory."""
+    mod = name.partition(":")[0]
+    try:
+        spec = importlib.util.find_spec(mod)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return [f"config: grpo.rewards: module '{mod}' (reward '{name}') is not installed on this "
+                "server; the web UI runs only built-in rewards and installed modules"]
+    origin = Path(spec.origin).resolve()
+    for forbidden in (ws, Path.cwd().resolve()):
+        if origin.is_relative_to(forbidden):
+            return [f"config: grpo.rewards: module '{mod}' is a file in {forbidden}, not an "
+                    "installed module; install it (pip install) to use it from the web UI"]
+    return []
