@@ -103,7 +103,7 @@ def _train_curriculum(cfg, args) -> int:
 def cmd_data_validate(args) -> int:
     from .data.validate import cmd_validate
 
-    return cmd_validate(args.files, args.format)
+    return cmd_validate(args.files, args.format, args.columns)
 
 
 # -- generate ------------------------------------------------------------------------------------
@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     v = dsub.add_parser("validate", help="check JSONL files; one 'file:line: problem' per problem")
     v.add_argument("files", nargs="+")
-    v.add_argument("--format", choices=["chat", "alpaca", "preference", "kto", "prompt"])
+    v.add_argument("--format", choices=[
+        "chat", "alpaca", "completion", "text", "sharegpt", "preference", "sharegpt_preference",
+        "alpaca_preference", "openai_preference", "kto", "chat_kto", "sharegpt_kto", "prompt"])
+    v.add_argument("--columns", metavar="KEY=COL,...",
+                   help="table files: which column fills which record key, e.g. "
+                        "prompt=question,completion=reply")
     v.set_defaults(func=cmd_data_validate)
     from .data.cli import add_parsers as add_data_parsers   # stats, convert, mix, split
 

@@ -49,8 +49,12 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     train: list[str] = Field(..., description="training JSONL file(s)")
     eval: list[str] = Field(default_factory=list, description="held-out JSONL file(s)")
-    format: Literal["auto", "chat", "alpaca", "preference", "kto", "prompt"] = Field(
-        "auto", description="declared format, or auto-detect per file"
+    format: Literal[
+        "auto", "chat", "alpaca", "completion", "text", "sharegpt", "preference",
+        "sharegpt_preference", "alpaca_preference", "openai_preference", "kto", "chat_kto",
+        "sharegpt_kto", "prompt",
+    ] = Field(
+        "auto", description="declared format (see README: Data formats), or auto-detect per file"
     )
     system_prompt: str | None = Field(None, description="system message for alpaca/prompt records")
     max_length: int = Field(1024, ge=16, le=131072, description="tokens per rendered example")

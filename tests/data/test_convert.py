@@ -93,7 +93,8 @@ def test_invalid_lines_are_dropped_and_reported(tmp_path):
 
 
 @pytest.mark.parametrize("to, fmt, kwargs, message", [
-    ("chat", "prompt", {}, "cannot convert prompt data to chat; chat is made from alpaca data"),
+    ("chat", "prompt", {}, "cannot convert prompt data to chat; chat is made from alpaca, sharegpt "
+                                     "or completion data"),
     ("preference", "kto", {}, "cannot convert kto data to preference"),
     ("prompt", "chat", {"generate": True}, "--generate adds base-model answers"),
 ])

@@ -17,6 +17,8 @@ ALPACA = {"instruction": "Add.", "input": "1 2", "output": "3"}
 PREF = {"prompt": "Q?", "chosen": "good", "rejected": "bad"}
 KTO = {"prompt": "Q?", "completion": "A.", "label": True}
 PROMPT = {"prompt": "Q?"}
+# what an error adds from one bad line in five (issue 19)
+HIGH = " ({}: that many usually means another format or a broken export; check that before raising data.max_error_rate)"
 
 
 def write(tmp_path, *lines, name="d.jsonl"):
@@ -58,7 +60,7 @@ def msgs(*pairs):
         # conversational preference data carries its prompt as "messages": still preference
         ({"messages": msgs((U, "q")), "chosen": "a", "rejected": "b"}, "preference"),
         ({"instruction": "x"}, None),
-        ({"text": "x"}, None),
+        ({"text": "x"}, "text"),  # TRL language-modelling data since issue 19
         ({}, None),
     ],
 )
@@ -72,7 +74,7 @@ def test_format_is_detected_from_the_file(tmp_path):
 
 
 def test_an_undetectable_file_names_the_keys_it_wanted(tmp_path):
-    path = write(tmp_path, {"text": "hi"})
+    path = write(tmp_path, {"body": "hi"})
     [p] = problems(path)
     assert p.startswith(f"{path}:1: cannot tell the format: expected messages (chat),")
 
@@ -138,11 +140,11 @@ def test_chat_ignores_system_prompt(tmp_path):
         ({"messages": []}, "messages: must not be empty"),
         ({"messages": ["hi"]}, "messages[0]: must be an object with role and content, got string"),
         ({"messages": msgs((U, "a"), (A, "b"), ("bot", "c"))},
-         'messages[2].role: unknown role "bot"; expected one of system, user, assistant'),
+         'messages[2].role: unknown role "bot"; expected one of system, user, assistant, tool'),
         ({"messages": msgs((U, "a"), ("User", "b"))},
-         'messages[1].role: unknown role "User"; expected one of system, user, assistant'),
+         'messages[1].role: unknown role "User"; expected one of system, user, assistant, tool'),
         ({"messages": [{"role": 1, "content": "a"}]},
-         "messages[0].role: unknown role 1; expected one of system, user, assistant"),
+         "messages[0].role: unknown role 1; expected one of system, user, assistant, tool"),
         ({"messages": [{"content": "a"}]}, "messages[0].role: missing"),
         ({"messages": [{"role": U}]}, "messages[0].content: missing"),
         ({"messages": [{"role": U, "content": 5}]}, "messages[0].content: must be a string, got number"),
@@ -169,9 +171,14 @@ def test_unpaired_surrogate_escape_is_a_problem(tmp_path):
     )
 
 
-def test_extra_keys_are_ignored(tmp_path):
-    obj = {**CHAT, "id": 7, "messages": [{**m, "name": "x"} for m in CHAT["messages"]]}
-    assert load_jsonl(write(tmp_path, obj)).records == load_jsonl(write(tmp_path, CHAT, name="b")).records
+def test_extra_keys_are_carried_and_unknown_message_keys_are_counted(tmp_path):
+    # "id" is the user's own key (the data tools carry it along); a message key no template
+    # reads is not dropped silently but counted once per kind (issue 19)
+    obj = {**CHAT, "id": 7, "messages": [{**m, "refusal": None} for m in CHAT["messages"]]}
+    path = write(tmp_path, obj, obj)
+    result = load_jsonl(path)
+    assert result.records == load_jsonl(write(tmp_path, CHAT, CHAT, name="b")).records
+    assert result.warnings == [f"{path}:1: messages[].refusal: not a message field; not used (2 records)"]
 
 
 # ------------------------------------------------------------------------------- alpaca
@@ -271,10 +278,11 @@ def test_kto_record(tmp_path, label):
 @pytest.mark.parametrize(
     "obj, expected",
     [
-        ({**KTO, "label": 1}, "label: must be true or false, got 1"),
-        ({**KTO, "label": 0}, "label: must be true or false, got 0"),
-        ({**KTO, "label": "true"}, 'label: must be true or false, got "true"'),
-        ({**KTO, "label": None}, "label: must be true or false, got null"),
+        # 1/0 are accepted since issue 19 (spreadsheet and pandas exports); other values not
+        ({**KTO, "label": 2}, "label: must be true or false (or 1 or 0), got 2"),
+        ({**KTO, "label": 0.5}, "label: must be true or false (or 1 or 0), got 0.5"),
+        ({**KTO, "label": "true"}, 'label: must be true or false (or 1 or 0), got "true"'),
+        ({**KTO, "label": None}, "label: must be true or false (or 1 or 0), got null"),
         # an explicit format still names the format the line resembles
         ({"prompt": "q", "label": True},
          "completion: missing (this line looks like prompt data; the file is kto data)"),
@@ -391,6 +399,8 @@ def test_invalid_utf8_names_line_and_offset_and_other_lines_are_checked(tmp_path
     assert problems(path) == [
         f"{path}:2: invalid UTF-8: byte 0xff at offset 14",
         f"{path}:4: messages: missing",
+        # the file-level hint comes last, once (issue 19)
+        f"{path}: 1 line(s) are not UTF-8 but read as cp1252 (Windows-1252); save the file as UTF-8",
     ]
 
 
@@ -416,7 +426,9 @@ def test_every_bad_line_is_reported_in_order(tmp_path):
     path = write(tmp_path, "{", CHAT, {"messages": []}, "[]", CHAT)
     with pytest.raises(DataError) as info:
         load_jsonl(path)
-    assert str(info.value) == f"{path}: 3 of 5 lines are invalid"
+    # from one bad line in five, the error names data.max_error_rate (issue 19)
+    assert str(info.value).startswith(f"{path}: 3 of 5 lines are invalid (60%: that many usually means another format or a broken "
+                                    "export; check that before raising data.max_error_rate)")
     assert [p.split(": ")[0] for p in info.value.problems] == [f"{path}:1", f"{path}:3", f"{path}:4"]
 
 
@@ -428,7 +440,8 @@ def test_max_error_rate(tmp_path):
     path = write(tmp_path, CHAT, "", CHAT, "oops", CHAT)
     with pytest.raises(DataError) as info:
         load_jsonl(path)  # default 0: any bad line fails
-    assert str(info.value) == f"{path}: 1 of 4 lines are invalid"
+    assert str(info.value).startswith(f"{path}: 1 of 4 lines are invalid (25%: ")
+    assert "data.max_error_rate" in str(info.value)
     with pytest.raises(DataError):
         load_jsonl(path, max_error_rate=0.2)
     result = load_jsonl(path, max_error_rate=0.25)  # the limit itself is allowed
@@ -495,7 +508,7 @@ def test_validate_reports_every_problem(tmp_path):
     assert format_report(report).splitlines() == [
         f"{path}:2: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
         f"{path}:3: messages: must not be empty",
-        f"{path}: 2 of 3 lines are invalid",
+        f"{path}: 2 of 3 lines are invalid" + HIGH.format("67%"),
     ]
 
 
@@ -506,7 +519,7 @@ def test_cmd_validate_exit_codes(tmp_path, capsys):
     assert capsys.readouterr().out == f"ok: 1 records (chat) in {good}\n"
     assert cmd_validate([str(good), str(bad)], None) == 2
     out = capsys.readouterr().out.splitlines()
-    assert out[1:] == [f"{bad}:2: messages: must be a list of messages, got number", f"{bad}: 1 of 2 lines are invalid"]
+    assert out[1:] == [f"{bad}:2: messages: must be a list of messages, got number", f"{bad}: 1 of 2 lines are invalid" + HIGH.format("50%")]
     assert cmd_validate([str(tmp_path / "none.jsonl")], None) == 2
     assert capsys.readouterr().out == f"{tmp_path / 'none.jsonl'}: no such file\n"
     assert cmd_validate([str(good)], "preference") == 2

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from mindprint.data.jsonl import load_jsonl
 from mindprint.data.records import (
-    FORMATS,
     ROLES,
     ChatRecord,
     KTORecord,
@@ -31,6 +30,8 @@ from mindprint.data.validate import validate_file
 from mindprint.errors import DataError
 
 U, A, S = "user", "assistant", "system"
+# Mindprint's own formats; the foreign ones (issue 19) have their tests in test_formats.py
+FORMATS = ("chat", "alpaca", "preference", "kto", "prompt")
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Any Unicode (hypothesis leaves out lone surrogates), including \n, \r, U+2028 and U+0085.
@@ -207,8 +208,9 @@ def corrupt(draw, obj: dict, fmt: str) -> bytes:
         del obj[draw(st.sampled_from(keys))]
     elif kind == "type":
         key = draw(st.sampled_from(keys))
-        # values no field accepts there: label takes only booleans, the others strings or lists
-        wrong = [0, 1, 1.5, None, [], {}] + (["true"] if key == "label" else [True])
+        # values no field accepts there: label takes booleans (and 1/0 since issue 19), the
+        # others strings or lists
+        wrong = [1.5, None, [], {}] + (["true", 2] if key == "label" else [0, 1, True])
         obj[key] = draw(st.sampled_from(wrong))
     else:
         msg = draw(st.sampled_from([m for lst in message_lists(obj) for m in lst]))
@@ -232,9 +234,11 @@ def test_corrupted_line_is_refused_with_its_line_number(path, data, fmt):
     detect = len(objs) > 1 and data.draw(st.booleans())
     with pytest.raises(DataError) as info:
         load_jsonl(path, None if detect else fmt)
-    [problem] = info.value.problems
+    # a file-level hint (a non-UTF-8 byte: issue 19) may follow, naming the file alone
+    [problem] = [p for p in info.value.problems if not p.startswith(f"{path}: ")]
     assert problem.startswith(f"{path}:{numbers[bad]}: ")
-    assert str(info.value) == f"{path}: 1 of {len(objs)} lines are invalid"
+    # from one bad line in five the message goes on to name data.max_error_rate
+    assert str(info.value).startswith(f"{path}: 1 of {len(objs)} lines are invalid")
 
 
 # ---------------------------------------------------------------------------------- fuzzing
@@ -259,7 +263,8 @@ def check_only_data_errors(path, fmt):
         problems = err.problems
     else:
         problems = result.problems
-    assert all(re.match(rf"{re.escape(str(path))}:\d+: ", p) for p in problems)
+    # per-line problems, then file-level hints (an encoding: issue 19) naming the file alone
+    assert all(re.match(rf"{re.escape(str(path))}(:\d+)?: ", p) for p in problems)
     try:
         validate_file(path, fmt)
     except DataError:

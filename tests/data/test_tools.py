@@ -10,7 +10,7 @@ import pytest
 from conftest import chat, write_jsonl
 
 from mindprint.cli import main
-from mindprint.data import stream, tools
+from mindprint.data import sources, stream, tools
 from mindprint.data.jsonl import iter_lines, load_jsonl
 from mindprint.data.records import ChatRecord, Message
 from mindprint.data.stream import record_key
@@ -302,15 +302,16 @@ def test_a_crash_midway_leaves_no_partial_output(tmp_path, monkeypatch):
 
 def test_a_crash_midway_in_split_leaves_neither_output(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "d.jsonl", chats("a", 10))
-    real = tools.iter_lines
+    real, reads = sources.iter_lines, []
 
     def dies_at_line_6(p):  # split's copying pass: the first 5 lines are written, then a kill
+        reads.append(p)     # the file is read three times: detection, fates, copying
         for i, item in enumerate(real(p)):
-            if i == 5:
+            if i == 5 and len(reads) == 3:
                 raise Boom("killed")
             yield item
 
-    monkeypatch.setattr(tools, "iter_lines", dies_at_line_6)
+    monkeypatch.setattr(sources, "iter_lines", dies_at_line_6)
     with pytest.raises(Boom):
         split(path, eval_count=2, prefix=tmp_path / "o", log=lambda s: None)
     only_inputs_left(tmp_path, "d.jsonl")

@@ -14,15 +14,18 @@ from dataclasses import asdict
 def cmd_stats(args) -> int:
     from mindprint.backends.torch.model import load_tokenizer
     from mindprint.config import DEFAULT_MODEL, DataConfig
+    from mindprint.data.columns import parse_columns
     from mindprint.data.stream import Source
     from mindprint.data.tools import file_stats, format_stats
     from mindprint.models import resolve
 
     max_length = args.max_length or DataConfig.model_fields["max_length"].default
+    columns = parse_columns(args.columns)
     for p in args.files:  # a typo in a file name should not wait for a tokenizer to load
-        Source(p, args.format)
+        Source(p, args.format, columns=columns)
     tokenizer = load_tokenizer(resolve(args.model or DEFAULT_MODEL).path)  # no weights needed
-    stats = [file_stats(p, tokenizer, fmt=args.format, max_length=max_length) for p in args.files]
+    stats = [file_stats(p, tokenizer, fmt=args.format, max_length=max_length, columns=columns)
+             for p in args.files]
     if args.json:
         print(json.dumps([asdict(s) for s in stats], indent=2))
     else:
@@ -65,7 +68,8 @@ def cmd_split(args) -> int:
 
 def _common(p, *, output: bool = True) -> None:
     p.add_argument("--format", metavar="F",
-                   help="input format (chat, alpaca, preference, kto, prompt); default: detected")
+                   help="input format (chat, alpaca, completion, text, sharegpt, preference, kto, "
+                        "prompt, …: see README, Data formats); default: detected")
     if output:
         p.add_argument("--force", action="store_true", help="replace existing output files")
 
@@ -77,7 +81,11 @@ def add_parsers(dsub) -> None:
     st.add_argument("--model", help="whose tokenizer counts tokens (default: the bundled model)")
     st.add_argument("--max-length", type=int, metavar="N",
                     help="forecast truncation at N tokens (default: data.max_length's default)")
-    st.add_argument("--json", action="store_true", help="as JSON")
+    st.add_argument("--json", action="store_true", help="as JSON (per file: format, records, "
+                                                         "trained_tokens, lengths, …)")
+    st.add_argument("--columns", metavar="KEY=COL,...",
+                    help="table files: which column fills which record key, e.g. "
+                         "prompt=question,completion=reply")
     _common(st, output=False)
     st.set_defaults(func=cmd_stats)
 

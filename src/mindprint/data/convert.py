@@ -1,6 +1,7 @@
 """``mindprint data convert``: turn a file of one format into another, streaming.
 
-* alpaca → chat: instruction (+ input) becomes the user turn, output the assistant turn.
+* alpaca, sharegpt, prompt-completion (any format read as chat records) → chat: Mindprint's own
+  ``messages`` form (weights and tools kept).
 * chat (or alpaca) → prompt: RL prompts; the conversation up to its last user turn is the prompt,
   the last assistant turn the reference ``answer``.
 * chat (or alpaca) → preference: the person's answer is ``chosen``; ``rejected`` is what the base
@@ -20,19 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mindprint.data.jsonl import iter_lines
-from mindprint.data.records import Messages, PreferenceRecord
+from mindprint.data.formats import VOCABULARY, record_type
+from mindprint.data.records import ChatRecord, KTORecord, Messages, PreferenceRecord
 from mindprint.data.stream import Drops, Line, Source, atomic_output, check_output, write_record
 from mindprint.errors import DataError
 
 Log = Callable[[str], None]
 TARGETS = ("chat", "prompt", "preference", "kto")
 # Keys that belong to some format: everything else on a line is the user's and travels along.
-FORMAT_KEYS = {"messages", "instruction", "input", "output", "prompt", "answer", "system",
-               "chosen", "rejected", "completion", "label"}
-# what each target can be made from
-SOURCES = {"chat": ("alpaca",), "prompt": ("chat", "alpaca"), "preference": ("chat", "alpaca"),
-           "kto": ("chat", "alpaca", "preference")}
+FORMAT_KEYS = VOCABULARY - {"topic"}
+# what each target can be made from, by record type (chat: chat, alpaca, sharegpt, completion …)
+SOURCES = {"chat": (ChatRecord,), "prompt": (ChatRecord,), "preference": (ChatRecord,),
+           "kto": (ChatRecord, PreferenceRecord)}
+SOURCE_NAMES = {ChatRecord: "chat (or alpaca, sharegpt, completion)",
+                PreferenceRecord: "preference (any preference format)", KTORecord: "kto"}
 
 
 def _stderr(text: str) -> None:
@@ -73,7 +75,9 @@ def _completion_value(msgs: Messages):
 
 
 def to_chat(line: Line) -> Iterator[dict]:
-    yield {"messages": [m.as_dict() for m in line.record.messages], **_extras(line.obj)}
+    rec: ChatRecord = line.record
+    tools = {"tools": [dict(t) for t in rec.tools]} if rec.tools else {}
+    yield {"messages": [m.as_json() for m in rec.messages], **tools, **_extras(line.obj)}
 
 
 def to_prompt(line: Line) -> Iterator[dict]:
@@ -138,7 +142,7 @@ def _with_generations(source: Source, answer: BaseAnswers, drops: Drops):
         parts = [split_chat(line.record.messages) for line in batch]
         generated = answer([prompt for prompt, _ in parts])
         for line, (prompt, mine), theirs in zip(batch, parts, generated):
-            where, theirs = f"{source.path}:{line.n}", theirs.strip()
+            where, theirs = line.where, theirs.strip()
             if not theirs:
                 drops.add("the base model's answer is empty", where)
                 theirs = None
@@ -172,8 +176,8 @@ def to_kto(source: Source, answer: BaseAnswers | None, drops: Drops) -> Iterator
 # ------------------------------------------------------------------------------------- driver
 
 
-def _count_lines(path) -> int:
-    return sum(1 for _ in iter_lines(path))
+def _count_lines(source: Source) -> int:
+    return sum(1 for _ in source.items())
 
 
 def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | None = None,
@@ -187,10 +191,14 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
     out = check_output(out, force)
     drops = Drops()
     source = Source(path, fmt, drops, system_prompt=system_prompt)
-    if source.format not in SOURCES[to]:
+    kind = record_type(source.format)
+    if kind not in SOURCES[to] or source.format == to:
+        names = " or ".join(SOURCE_NAMES[k] for k in SOURCES[to])
+        if to == "chat":
+            names = "alpaca, sharegpt or completion"
         raise DataError(f"{path}: cannot convert {source.format} data to {to}; {to} is made from "
-                        f"{' or '.join(SOURCES[to])} data")
-    if generate and (to not in ("preference", "kto") or source.format == "preference"):
+                        f"{names} data")
+    if generate and (to not in ("preference", "kto") or kind is PreferenceRecord):
         raise DataError("--generate adds base-model answers to chat → kto; it does not apply here")
     needs_model = to == "preference" or generate
     # unusable base-model answers cost a preference pair its line, a KTO line only its
@@ -199,12 +207,12 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
     answer = None
     if needs_model:
         answer = BaseAnswers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             device=device, total=_count_lines(path))
+                             device=device, total=_count_lines(source))
         log(f"generating the base model's answers with {answer.ref.spec} "
             f"(greedy, up to {max_new_tokens} new tokens, batches of {batch_size})")
     if to == "preference":
         rows = to_preference(source, answer, unusable)
-    elif to == "kto" and source.format != "preference":
+    elif to == "kto" and kind is not PreferenceRecord:
         rows = to_kto(source, answer, unusable)
     else:
         one = {"chat": to_chat, "prompt": to_prompt, "kto": unpair}[to]
@@ -220,7 +228,7 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
     finally:
         if answer is not None:
             answer.progress.close()
-        for line in drops.lines() + unusable.lines(noun):
+        for line in drops.lines() + unusable.lines(noun) + source.report():
             log(line)
     read = source.lines_read - drops.total
     log(f"converted {read} {source.format} records into {written} {to} records in {out}")

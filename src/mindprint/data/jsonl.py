@@ -1,251 +1,45 @@
-"""Read JSONL data files into typed records, reporting ``file:line: field: what`` problems.
+"""Read data files into typed records, reporting ``file:line: field: what`` problems.
 
-Every line is checked, not only the first bad one, so a user can fix a file in one pass. A file
-is read as bytes and split on ``\\n`` before decoding: one bad byte then spoils one line, not the
-file, and Unicode line separators (U+2028, U+0085) inside JSON strings never split a record.
+Every record is checked, not only the first bad one, so a user can fix a file in one pass. What
+a path can be (JSON Lines, a JSON array, CSV/TSV, Parquet, a saved ``datasets`` folder, an
+mlx-lm folder) is :mod:`mindprint.data.sources`' business; what a record can look like is
+:mod:`mindprint.data.formats`'. A JSON Lines file is read as bytes and split on ``\\n`` before
+decoding: one bad byte then spoils one line, not the file, and Unicode line separators (U+2028,
+U+0085) inside JSON strings never split a record.
 
 The format of a file is detected from its keys unless the caller names it (see
 :func:`detect_format`); all records of a file share one format. Bad lines are skipped and
 returned as problems while their share stays within ``max_error_rate`` (0 by default: any bad
 line is an error), so a caller can choose to warn instead of refusing a large scraped file.
+Values a format reads but cannot use are counted and reported once per kind (``warnings``).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mindprint.data.records import (
+from mindprint.data.fields import Problem
+from mindprint.data.formats import (
     FORMATS,
-    RECORD_TYPE,
-    ROLES,
-    ChatRecord,
-    KTORecord,
-    Message,
-    Messages,
-    PreferenceRecord,
-    PromptRecord,
-    Record,
+    KEYS_HINT,
+    ORDER,
+    accepts,
+    detect_format,
+    parse_record,
+    record_type,
 )
+from mindprint.data.records import SFT_RECORDS, Record
+from mindprint.data.sources import data_folder, decode, iter_items, iter_lines
 from mindprint.errors import DataError
 
-# Most specific first: a preference or KTO line may also carry "messages" or "prompt", and a
-# preference or KTO line that lost a key looks like a prompt line, never the other way round.
-_SPECIFIC_FIRST = ("preference", "kto", "chat", "alpaca", "prompt")
-_KEYS_HINT = (
-    "expected messages (chat), instruction + output (alpaca), chosen + rejected (preference), "
-    "completion + label (kto) or prompt (prompt)"
-)
-
-
-class _Problem(ValueError):
-    """One thing wrong with one line. ``field`` is a path like ``messages[2].role``, or None."""
-
-    def __init__(self, field: str | None, what: str):
-        super().__init__(f"{field}: {what}" if field else what)
-        self.field = field
-        self.what = what
-
-
-def detect_format(obj: dict) -> str | None:
-    """The format whose distinctive keys ``obj`` has, or None."""
-    if "chosen" in obj and "rejected" in obj:
-        return "preference"
-    if "completion" in obj and "label" in obj:
-        return "kto"
-    if "messages" in obj:
-        return "chat"
-    if "instruction" in obj and "output" in obj:
-        return "alpaca"
-    if "prompt" in obj:
-        return "prompt"
-    return None
-
-
-# ---------------------------------------------------------------------------------- values
-
-
-def _kind(value) -> str:
-    """The JSON name of a value's type: users wrote JSON, not Python."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def _show(value, limit: int = 40) -> str:
-    """A short JSON rendering of a bad value, safe to print (lone surrogates escaped)."""
-    text = json.dumps(value, ensure_ascii=False)
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _string(value, field: str, *, empty_ok: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _Problem(field, f"must be a string, got {_kind(value)}")
-    if not empty_ok and not value.strip():
-        raise _Problem(field, "must not be empty")
-    try:
-        value.encode("utf-8")  # "\ud800" is valid JSON but no tokenizer can encode it
-    except UnicodeEncodeError:
-        raise _Problem(field, "contains an unpaired surrogate escape (\\ud800-\\udfff)") from None
-    return value
-
-
-def _required(obj: dict, key: str):
-    if key not in obj:
-        raise _Problem(key, "missing")
-    return obj[key]
-
-
-def _optional(obj: dict, key: str, *, empty_ok: bool = False) -> str | None:
-    # null means absent: exporters often write "input": null for "no input".
-    value = obj.get(key)
-    return None if value is None else _string(value, key, empty_ok=empty_ok)
-
-
-def _messages(value, field: str) -> Messages:
-    if not isinstance(value, list):
-        raise _Problem(field, f"must be a list of messages, got {_kind(value)}")
-    if not value:
-        raise _Problem(field, "must not be empty")
-    out = []
-    for i, item in enumerate(value):
-        at = f"{field}[{i}]"
-        if not isinstance(item, dict):
-            raise _Problem(at, f"must be an object with role and content, got {_kind(item)}")
-        if "role" not in item:
-            raise _Problem(f"{at}.role", "missing")
-        role = item["role"]
-        if not isinstance(role, str) or role not in ROLES:
-            raise _Problem(f"{at}.role", f"unknown role {_show(role)}; expected one of {', '.join(ROLES)}")
-        if role == "system" and i > 0:
-            raise _Problem(f"{at}.role", "a system message may only come first")
-        if "content" not in item:
-            raise _Problem(f"{at}.content", "missing")
-        out.append(Message(role, _string(item["content"], f"{at}.content")))
-    return tuple(out)
-
-
-def _prompt(value, field: str) -> Messages:
-    """A string (one user turn) or messages ending with the user's turn."""
-    if isinstance(value, str):
-        return (Message("user", _string(value, field)),)
-    if not isinstance(value, list):
-        raise _Problem(field, f"must be a string or a list of messages, got {_kind(value)}")
-    msgs = _messages(value, field)
-    if msgs[-1].role != "user":
-        raise _Problem(f"{field}[{len(msgs) - 1}].role",
-                       f'a prompt must end with a user turn, got {_show(msgs[-1].role)}')
-    return msgs
-
-
-def _prompt_of(obj: dict) -> Messages:
-    """Preference and KTO prompts come as "prompt" or, conversation style, as "messages"."""
-    if "prompt" in obj and "messages" in obj:
-        raise _Problem(None, "give prompt or messages, not both")
-    key = "messages" if "messages" in obj else "prompt"
-    return _prompt(_required(obj, key), key)
-
-
-def _completion(value, field: str) -> Messages:
-    """A string (one assistant turn) or a list of assistant messages."""
-    if isinstance(value, str):
-        return (Message("assistant", _string(value, field)),)
-    if not isinstance(value, list):
-        raise _Problem(field, f"must be a string or a list of assistant messages, got {_kind(value)}")
-    msgs = _messages(value, field)
-    for i, m in enumerate(msgs):
-        if m.role != "assistant":
-            raise _Problem(f"{field}[{i}].role", f'must be "assistant", got {_show(m.role)}')
-    return msgs
-
-
-# --------------------------------------------------------------------------------- formats
-
-
-def _chat(obj, topic, where, system_prompt) -> ChatRecord:
-    # A chat record states its own system message; the configured one is for alpaca/prompt data.
-    msgs = _messages(_required(obj, "messages"), "messages")
-    if msgs[-1].role != "assistant":
-        raise _Problem(f"messages[{len(msgs) - 1}].role",
-                       f'the last turn must be "assistant" (it is trained on), got {_show(msgs[-1].role)}')
-    if not any(m.role == "user" for m in msgs):
-        raise _Problem("messages", "needs at least one user turn")
-    return ChatRecord(msgs, topic, where)
-
-
-def _alpaca(obj, topic, where, system_prompt) -> ChatRecord:
-    instruction = _string(_required(obj, "instruction"), "instruction")
-    extra = _optional(obj, "input", empty_ok=True)  # the original Alpaca data has "input": ""
-    output = _string(_required(obj, "output"), "output")
-    user = instruction + ("\n\n" + extra if extra and extra.strip() else "")
-    system = (Message("system", system_prompt),) if system_prompt else ()
-    return ChatRecord((*system, Message("user", user), Message("assistant", output)), topic, where)
-
-
-def _preference(obj, topic, where, system_prompt) -> PreferenceRecord:
-    prompt = _prompt_of(obj)
-    chosen = _completion(_required(obj, "chosen"), "chosen")
-    rejected = _completion(_required(obj, "rejected"), "rejected")
-    # Pairs equal up to surrounding whitespace carry no preference signal, only noise.
-    if [(m.role, m.content.strip()) for m in chosen] == [(m.role, m.content.strip()) for m in rejected]:
-        raise _Problem(None, "chosen equals rejected")
-    return PreferenceRecord(prompt, chosen, rejected, topic, where)
-
-
-def _kto(obj, topic, where, system_prompt) -> KTORecord:
-    prompt = _prompt_of(obj)
-    completion = _completion(_required(obj, "completion"), "completion")
-    label = _required(obj, "label")
-    if not isinstance(label, bool):  # 0/1 or "true" usually means a column was mis-exported
-        raise _Problem("label", f"must be true or false, got {_show(label)}")
-    return KTORecord(prompt, completion, label, topic, where)
-
-
-def _prompt_record(obj, topic, where, system_prompt) -> PromptRecord:
-    prompt = _prompt(_required(obj, "prompt"), "prompt")
-    answer = _optional(obj, "answer")
-    system = _optional(obj, "system")
-    if system is not None:
-        if prompt[0].role == "system":
-            raise _Problem("system", "the prompt already starts with a system message")
-        prompt = (Message("system", system), *prompt)
-    elif system_prompt and prompt[0].role != "system":
-        prompt = (Message("system", system_prompt), *prompt)
-    return PromptRecord(prompt, answer, topic, where)
-
-
-_PARSERS = {
-    "chat": _chat,
-    "alpaca": _alpaca,
-    "preference": _preference,
-    "kto": _kto,
-    "prompt": _prompt_record,
-}
-assert set(_PARSERS) == set(FORMATS)
-
-
-def parse_record(obj, fmt: str, where: str = "", *, system_prompt: str | None = None) -> Record:
-    """Validate one JSON value as a ``fmt`` record; raise ``_Problem`` (a ValueError) if invalid.
-
-    Keys a format does not use are ignored, so one file can feed several methods.
-    """
-    if fmt not in _PARSERS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not isinstance(obj, dict):
-        raise _Problem(None, f"expected a JSON object, got {_kind(obj)}")
-    topic = _optional(obj, "topic")
-    return _PARSERS[fmt](obj, topic, where, system_prompt)
-
-
-# ----------------------------------------------------------------------------------- files
+# names other modules and tests have imported from here
+_Problem, _KEYS_HINT, _decode = Problem, KEYS_HINT, decode
+__all__ = ["LoadResult", "accepts", "detect_format", "iter_lines", "load_jsonl", "load_many",
+           "parse_line", "parse_record"]
+HIGH_ERROR_SHARE = 0.2  # from one bad line in five, a file is likely of another format
 
 
 @dataclass
@@ -254,62 +48,25 @@ class LoadResult:
     format: str  # None only inside validation, when no line revealed a format
     n_lines: int  # non-blank lines: records plus bad lines
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # values read but not used, counted
+    hints: list[str] = field(default_factory=list)     # about the whole file (its encoding, …)
 
 
-def iter_lines(path):
-    """Yield ``(line number from 1, byte offset, line bytes without "\\n")`` for every non-blank
-    line, reading one line at a time; file-level trouble raises DataError.
+class Notes:
+    """Counts of (field, what) notes, each with the first place it was seen."""
 
-    The offset lets a caller seek back to a line without holding the file in memory.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise DataError(f"{path}: is a directory, not a file")
-    try:
-        f = open(p, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    with f:
-        offset = 0
-        for n, raw in enumerate(f, 1):
-            start, line = offset, raw
-            offset += len(raw)
-            if n == 1:
-                if line.startswith((b"\xff\xfe", b"\xfe\xff")):
-                    raise DataError(f"{path}: file is UTF-16; save it as UTF-8")
-                if line.startswith(b"\xef\xbb\xbf"):  # editors on Windows add a UTF-8 BOM
-                    start, line = start + 3, line[3:]
-            line = line.removesuffix(b"\n")
-            if line.strip():
-                yield n, start, line
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.first: dict[tuple[str, str], str] = {}
 
+    def add(self, where: str, notes) -> None:
+        for note in dict.fromkeys(notes):  # once per record
+            self.counts[note] += 1
+            self.first.setdefault(note, where)
 
-def _read_lines(path) -> list[tuple[int, bytes]]:
-    """Non-blank lines as (line number from 1, bytes); file-level trouble raises DataError."""
-    lines = [(n, line) for n, _, line in iter_lines(path)]
-    if not lines:
-        raise DataError(f"{path}: file is empty")
-    return lines
-
-
-def _decode(line: bytes):
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _Problem(None, f"invalid UTF-8: byte 0x{line[err.start]:02x} at offset {err.start}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _Problem(None, f"invalid JSON: {err.msg} (column {err.colno})") from None
-    except ValueError as err:  # e.g. an integer beyond Python's digit limit
-        raise _Problem(None, f"invalid JSON: {err}") from None
-    except RecursionError:
-        raise _Problem(None, "invalid JSON: nested too deeply") from None
-    if not isinstance(value, dict):
-        raise _Problem(None, f"expected a JSON object, got {_kind(value)}")
-    return value
+    def lines(self) -> list[str]:
+        return [f"{self.first[n]}: {n[0]}: {n[1]} ({c} record{'s' * (c != 1)})"
+                for n, c in self.counts.items()]
 
 
 def _vote(objs: list[dict]) -> str | None:
@@ -317,43 +74,51 @@ def _vote(objs: list[dict]) -> str | None:
     counts = Counter(f for obj in objs if (f := detect_format(obj)))
     if not counts:
         return None
-    return max(counts, key=lambda f: (counts[f], -_SPECIFIC_FIRST.index(f)))
+    return max(counts, key=lambda f: (counts[f], -ORDER.index(f)))
 
 
-def parse_line(obj: dict, fmt: str, where: str, *, system_prompt: str | None = None) -> Record:
+def parse_line(obj: dict, fmt: str, where: str, *, system_prompt: str | None = None,
+               notes: list | None = None) -> Record:
     """:func:`parse_record` for one line of a ``fmt`` file: a problem on a line that looks like
     another format says so, since a mixed-up file is the likelier mistake than a bad field."""
     try:
-        return parse_record(obj, fmt, where, system_prompt=system_prompt)
-    except _Problem as p:
-        seen = detect_format(obj)
+        return parse_record(obj, fmt, where, system_prompt=system_prompt, notes=notes)
+    except Problem as p:
+        seen = detect_format(obj) if isinstance(obj, dict) else None
         if seen not in (None, fmt):
-            raise _Problem(p.field, f"{p.what} (this line looks like {seen} data; the file is "
-                                    f"{fmt} data)") from None
+            raise Problem(p.field, f"{p.what} (this line looks like {seen} data; the file is "
+                                   f"{fmt} data)") from None
         raise
 
 
-def _read(path, fmt: str | None, system_prompt: str | None) -> LoadResult:
-    """Parse every line of ``path``; judging the error rate is left to the caller."""
-    bad: list[tuple[int, _Problem]] = []
-    objs: list[tuple[int, dict]] = []
-    for n, raw in _read_lines(path):
-        try:
-            objs.append((n, _decode(raw)))
-        except _Problem as p:
-            bad.append((n, p))
-    fmt = fmt or _vote([obj for _, obj in objs])
+def _read(path, fmt: str | None, system_prompt: str | None, *,
+          columns: dict[str, str] | None = None) -> LoadResult:
+    """Parse every record of ``path``; judging the error rate is left to the caller."""
+    hints: list[str] = []
+    items = list(iter_items(path, columns=columns, hints=hints))
+    if not items:
+        raise DataError(f"{path}: file is empty")
+    fmt = fmt or _vote([it.obj for it in items if it.obj is not None])
+    bad: list[tuple[int, str, Problem]] = []
     records = []
-    for n, obj in objs:
-        if fmt is None:
-            bad.append((n, _Problem(None, f"cannot tell the format: {_KEYS_HINT}")))
-            continue
-        try:
-            records.append(parse_line(obj, fmt, f"{path}:{n}", system_prompt=system_prompt))
-        except _Problem as p:
-            bad.append((n, p))
-    bad.sort(key=lambda item: item[0])
-    return LoadResult(records, fmt, len(records) + len(bad), [f"{path}:{n}: {p}" for n, p in bad])
+    notes = Notes()
+    for it in items:
+        if it.problem is not None:
+            bad.append((it.n, it.where, it.problem))
+        elif fmt is None:
+            bad.append((it.n, it.where, Problem(None, f"cannot tell the format: {KEYS_HINT}")))
+        else:
+            found = list(it.notes)
+            try:
+                records.append(parse_line(it.obj, fmt, it.where, system_prompt=system_prompt,
+                                          notes=found))
+            except Problem as p:
+                bad.append((it.n, it.where, p))
+                continue
+            notes.add(it.where, found)
+    bad.sort(key=lambda b: b[0])
+    return LoadResult(records, fmt, len(records) + len(bad), [f"{w}: {p}" for _, w, p in bad],
+                      notes.lines(), hints)
 
 
 def _either(formats: Iterable[str]) -> str:
@@ -366,6 +131,15 @@ def _check_format_name(fmt: str | None) -> None:
         raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
+def invalid_summary(path, n_bad: int, n: int, max_error_rate: float) -> str:
+    """``FILE: 3 of 10 lines are invalid``, and from one line in five on, what to check."""
+    text = f"{path}: {n_bad} of {n} lines are invalid"
+    if n and n_bad / n >= HIGH_ERROR_SHARE:
+        text += (f" ({n_bad / n:.0%}: that many usually means another format or a broken "
+                 "export; check that before raising data.max_error_rate)")
+    return text
+
+
 def load_jsonl(
     path,
     fmt: str | None = None,
@@ -373,23 +147,33 @@ def load_jsonl(
     system_prompt: str | None = None,
     max_error_rate: float = 0.0,
     expect: tuple[str, ...] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> LoadResult:
-    """Load one JSONL file of ``fmt`` records (detected when None).
+    """Load one data file of ``fmt`` records (detected when None); any file kind of
+    :mod:`mindprint.data.sources`, not only JSON Lines.
 
-    ``expect`` lists the formats the caller can use. Raises DataError when the file is missing or
-    empty, of an unexpected format, has no valid record, or has more than ``max_error_rate`` of its
-    non-blank lines invalid (then ``err.problems`` holds every problem).
+    ``expect`` lists the formats the caller can use (a format of the same record type also
+    does). Raises DataError when the file is missing or empty, of an unexpected format, has no
+    valid record, or has more than ``max_error_rate`` of its records invalid (then
+    ``err.problems`` holds every problem, and the file-level hints last).
     """
     _check_format_name(fmt)
     if not 0.0 <= max_error_rate <= 1.0:
         raise ValueError(f"max_error_rate must be within [0, 1], got {max_error_rate}")
-    result = _read(path, fmt, system_prompt)
-    if expect is not None and result.format is not None and result.format not in expect:
+    result = _read(path, fmt, system_prompt, columns=columns)
+    if expect is not None and result.format is not None and not accepts(result.format, expect):
         raise DataError(f"{path}: is '{result.format}' data but this needs {_either(expect)}")
     n_bad = result.n_lines - len(result.records)
     if not result.records or n_bad / result.n_lines > max_error_rate:
-        raise DataError(f"{path}: {n_bad} of {result.n_lines} lines are invalid", result.problems)
+        raise DataError(invalid_summary(path, n_bad, result.n_lines, max_error_rate),
+                        result.problems + result.hints)
     return result
+
+
+def _kind_of(fmt: str) -> type:
+    """Record types that may share a run: SFT reads chat and text records alike."""
+    t = record_type(fmt)
+    return SFT_RECORDS if t in SFT_RECORDS else t
 
 
 def load_many(
@@ -399,21 +183,26 @@ def load_many(
     system_prompt: str | None = None,
     max_error_rate: float = 0.0,
     expect: tuple[str, ...] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> LoadResult:
     """Load several files (each checked on its own) into one list of records of one type.
 
-    chat and alpaca files mix (both become ChatRecords; the result's format is then "chat").
+    Files whose records are of one type mix (chat, alpaca and sharegpt all become ChatRecords;
+    the result's format is then "chat"), and so do chat and text files (both are SFT data). An
+    mlx-lm data folder stands for its train.jsonl.
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     if not paths:
         raise DataError("no data files given")
+    paths = [f for p in paths for f in data_folder(p)[0]]
     results = [
-        load_jsonl(p, fmt, system_prompt=system_prompt, max_error_rate=max_error_rate, expect=expect)
+        load_jsonl(p, fmt, system_prompt=system_prompt, max_error_rate=max_error_rate,
+                   expect=expect, columns=columns)
         for p in paths
     ]
     first = results[0].format
     for p, r in zip(paths, results):
-        if RECORD_TYPE[r.format] is not RECORD_TYPE[first]:
+        if _kind_of(r.format) is not _kind_of(first):
             raise DataError(f"{p}: is '{r.format}' data but {paths[0]} is '{first}' data")
     formats = {r.format for r in results}
     return LoadResult(
@@ -421,4 +210,6 @@ def load_many(
         format=first if len(formats) == 1 else "chat",
         n_lines=sum(r.n_lines for r in results),
         problems=[p for r in results for p in r.problems],
+        warnings=[w for r in results for w in r.warnings],
+        hints=[h for r in results for h in r.hints],
     )

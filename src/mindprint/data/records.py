@@ -1,31 +1,56 @@
-"""Typed records, one per data format.
+"""Typed records: every source format (see :mod:`mindprint.data.formats`) becomes one of these.
 
-Every format is normalised to chat messages so that one renderer serves all methods:
+* ChatRecord        a conversation; its assistant turns are trained on (unless ``weight`` 0)
+* TextRecord        plain text trained on every token (continued pre-training, no chat template)
+* PreferenceRecord  a prompt and a chosen/rejected pair of assistant continuations
+* KTORecord         a prompt and one completion labelled desirable or not
+* PromptRecord      an RL / evaluation prompt with an optional reference answer
 
-* ``chat``       {"messages": [{"role", "content"}, ...]}            → ChatRecord
-* ``alpaca``     {"instruction", "input"?, "output"}                 → ChatRecord (system prompt from config)
-* ``preference`` {"prompt" | "messages", "chosen", "rejected"}       → PreferenceRecord
-* ``kto``        {"prompt", "completion", "label": bool}             → KTORecord
-* ``prompt``     {"prompt", "answer"?, "system"?}                    → PromptRecord
+Any record may carry an optional string ``topic``. ``where`` is ``"file:line"`` (or
+``"file:[index]"`` for rows of an array, table or dataset) for messages.
 
-Any record may carry an optional string ``topic``. ``where`` is ``"file:line"`` for messages.
+A :class:`Message` may carry, besides role and content, the OpenAI / tool-calling fields:
+``weight`` (0 = context only, 1 = trained; assistant turns only), ``tool_calls`` (assistant),
+``tool_call_id`` and ``name`` (``tool`` turns). They travel to the chat template as given.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FORMATS = ("chat", "alpaca", "preference", "kto", "prompt")
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    weight: int | None = None            # None: the default (assistant turns are trained)
+    tool_calls: tuple | None = None      # tuple of JSON objects, as the template expects them
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.role == "assistant" and self.weight != 0
 
     def as_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        """The message as a chat template sees it (``weight`` is ours, not the template's)."""
+        d = {"role": self.role, "content": self.content}
+        if self.tool_calls is not None:
+            d["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            d["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            d["name"] = self.name
+        return d
+
+    def as_json(self) -> dict:
+        """The message as a data file writes it (with ``weight``)."""
+        d = self.as_dict()
+        if self.weight is not None:
+            d["weight"] = self.weight
+        return d
 
 
 Messages = tuple[Message, ...]
@@ -33,9 +58,20 @@ Messages = tuple[Message, ...]
 
 @dataclass(frozen=True)
 class ChatRecord:
-    """A conversation whose assistant turns are trained on (last turn is the assistant's)."""
+    """A conversation ending with an assistant turn; its assistant turns of non-zero weight are
+    trained on. ``tools`` is the record's tool list (JSON schemas) for the chat template."""
 
     messages: Messages
+    topic: str | None = None
+    where: str = field(default="", compare=False)
+    tools: tuple | None = None
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """Plain text: every token (and the EOS after it) is trained on; no chat template."""
+
+    text: str
     topic: str | None = None
     where: str = field(default="", compare=False)
 
@@ -72,22 +108,21 @@ class PromptRecord:
     where: str = field(default="", compare=False)
 
 
-Record = ChatRecord | PreferenceRecord | KTORecord | PromptRecord
+Record = ChatRecord | TextRecord | PreferenceRecord | KTORecord | PromptRecord
 
-RECORD_TYPE = {
-    "chat": ChatRecord,
-    "alpaca": ChatRecord,
-    "preference": PreferenceRecord,
-    "kto": KTORecord,
-    "prompt": PromptRecord,
-}
+# SFT trains on both: files of the two kinds may be mixed in one run
+SFT_RECORDS = (ChatRecord, TextRecord)
 
 
 def to_json(record: Record) -> dict:
-    """The JSONL object that parses back to ``record`` (alpaca records come back as chat)."""
-    msgs = lambda ms: [m.as_dict() for m in ms]  # noqa: E731
+    """The JSONL object that parses back to ``record`` (foreign formats come back canonical)."""
+    msgs = lambda ms: [m.as_json() for m in ms]  # noqa: E731
     if isinstance(record, ChatRecord):
         obj = {"messages": msgs(record.messages)}
+        if record.tools is not None:
+            obj["tools"] = [dict(t) for t in record.tools]
+    elif isinstance(record, TextRecord):
+        obj = {"text": record.text}
     elif isinstance(record, PreferenceRecord):
         obj = {"prompt": msgs(record.prompt), "chosen": msgs(record.chosen),
                "rejected": msgs(record.rejected)}

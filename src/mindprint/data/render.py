@@ -6,13 +6,24 @@ generation prompt is where the answer starts, and the text of ``messages[:i+1]``
 The end includes the template's end-of-turn token (so the model learns to stop) and excludes
 trailing whitespace the template adds after it. Characters are mapped to tokens with the fast
 tokenizer's offsets, so one tokenisation of the whole conversation serves every turn.
+
+An assistant turn of ``weight`` 0 (OpenAI fine-tuning data; context turns of prompt-completion
+data) is rendered but not trained. A :class:`TextRecord` is no conversation: its text is
+tokenized as is (with the tokenizer's own special tokens, as TRL does for language-modelling
+data), EOS appended, and every token is trained on.
+
+Tool use (``tools``, assistant ``tool_calls``, ``tool`` turns) is passed to the chat template as
+given (``tools=`` of ``apply_chat_template``); a template whose source never mentions them
+would silently drop them, so that is an error instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import Message
+from mindprint.errors import DataError
+
+from .records import ChatRecord, Message, TextRecord
 
 
 @dataclass
@@ -30,21 +41,47 @@ def _as_dicts(messages) -> list[dict]:
     return [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
 
 
-def render_text(tokenizer, messages, *, add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(_as_dicts(messages), tokenize=False,
+def _template_source(tokenizer) -> str:
+    t = tokenizer.chat_template
+    return "\n".join(t.values()) if isinstance(t, dict) else (t or "")
+
+
+def check_tool_support(tokenizer, msgs: list[dict], tools) -> None:
+    """Raise DataError when the record uses tools its chat template does not render."""
+    src = _template_source(tokenizer)
+    needs = [("tools", bool(tools)),
+             ("tool_calls", any("tool_calls" in m for m in msgs)),
+             ("tool", any(m["role"] == "tool" for m in msgs))]
+    missing = [name for name, used in needs if used and name not in src]
+    if missing:
+        raise DataError(f"uses {', '.join(missing)} but the model's chat template does not "
+                        "render tool use; use a model whose template supports tools, or remove "
+                        "the tool turns")
+
+
+def render_text(tokenizer, messages, *, add_generation_prompt: bool = False, tools=None) -> str:
+    msgs = _as_dicts(messages)
+    if tools or any(m["role"] == "tool" or "tool_calls" in m for m in msgs):
+        check_tool_support(tokenizer, msgs, tools)
+        return tokenizer.apply_chat_template(msgs, tools=[dict(t) for t in tools or ()],
+                                             tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(msgs, tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
 
 
-def assistant_spans(tokenizer, messages) -> tuple[str, list[tuple[int, int]]]:
-    """Full rendered text and the character spans of every assistant turn (end-of-turn included)."""
+def assistant_spans(tokenizer, messages, tools=None) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the character spans of every trained assistant turn (end-of-turn
+    included); turns of weight 0 are context."""
+    trained = [not isinstance(m, Message) or m.trained for m in messages]
     msgs = _as_dicts(messages)
-    full = render_text(tokenizer, msgs)
+    full = render_text(tokenizer, msgs, tools=tools)
     spans = []
     for i, m in enumerate(msgs):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or not trained[i]:
             continue
-        start_text = render_text(tokenizer, msgs[:i], add_generation_prompt=True)
-        end_text = render_text(tokenizer, msgs[: i + 1])
+        start_text = render_text(tokenizer, msgs[:i], add_generation_prompt=True, tools=tools)
+        end_text = render_text(tokenizer, msgs[: i + 1], tools=tools)
         if not (full.startswith(start_text) and full.startswith(end_text)):
             raise ValueError("the chat template does not render conversations prefix-consistently; "
                              "assistant-only masking needs a template whose turns append")
@@ -54,13 +91,13 @@ def assistant_spans(tokenizer, messages) -> tuple[str, list[tuple[int, int]]]:
 
 
 def render_messages(tokenizer, messages, *, max_length: int | None = None,
-                    train_on: str = "all_assistant") -> Rendered:
+                    train_on: str = "all_assistant", tools=None) -> Rendered:
     """Render ``messages`` to ids and a mask over assistant tokens.
 
     ``train_on="last_assistant"`` masks only the final assistant turn (used for preference
     completions whose earlier turns belong to the prompt).
     """
-    full, spans = assistant_spans(tokenizer, messages)
+    full, spans = assistant_spans(tokenizer, messages, tools)
     if train_on == "last_assistant":
         spans = spans[-1:]
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -118,13 +155,39 @@ class RenderStats:
                 f"answer and were dropped")
 
 
-def render_chat_records(tokenizer, records, max_length: int) -> tuple[list[Rendered], RenderStats]:
-    """Render SFT records; drop (and count) those whose answer is cut away entirely."""
+def render_plain_text(tokenizer, text: str, *, max_length: int | None = None) -> Rendered:
+    """Text + EOS, every token trained on but the first (nothing precedes it to predict it
+    from, so it is context: the mask stays honest about what the loss counts)."""
+    ids = list(tokenizer(text)["input_ids"])  # the tokenizer's own BOS, if it adds one
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        ids = ids[:max_length]
+    return Rendered(ids, [0] + [1] * (len(ids) - 1), truncated)
+
+
+def render_sft_record(tokenizer, record, *, max_length: int | None = None) -> Rendered:
+    """One SFT record (chat or text) → ids and loss mask; tool-use problems name the record."""
+    if isinstance(record, TextRecord):
+        return render_plain_text(tokenizer, record.text, max_length=max_length)
+    assert isinstance(record, ChatRecord), type(record)
+    try:
+        return render_messages(tokenizer, record.messages, max_length=max_length,
+                               tools=record.tools)
+    except DataError as err:
+        raise DataError(f"{record.where}: {err}" if record.where else str(err)) from None
+
+
+def render_sft_records(tokenizer, records, max_length: int) -> tuple[list[Rendered], RenderStats]:
+    """Render SFT records (chat and text); drop (and count) those whose answer is cut away
+    entirely."""
     stats = RenderStats()
     out = []
     for rec in records:
         stats.total += 1
-        r = render_messages(tokenizer, rec.messages, max_length=max_length)
+        r = render_sft_record(tokenizer, rec, max_length=max_length)
         if r.truncated:
             stats.truncated += 1
         if r.n_target == 0:
@@ -135,3 +198,6 @@ def render_chat_records(tokenizer, records, max_length: int) -> tuple[list[Rende
         stats.target_tokens += r.n_target
         out.append(r)
     return out, stats
+
+
+render_chat_records = render_sft_records  # the name methods and evaluation have used

@@ -1,9 +1,12 @@
 """Streaming building blocks of the data tools: read records line by line, count what is dropped
 and why, write outputs atomically.
 
-Nothing here holds a whole file: a :class:`Source` yields one :class:`Line` at a time (its
-number, byte offset and raw bytes, the parsed record), so a tool keeps only what it needs per
-line (an offset, a 16-byte hash, a topic index) and can seek back to the raw bytes later.
+Nothing here holds a whole JSON Lines file: a :class:`Source` yields one :class:`Line` at a time
+(its number, byte offset and raw bytes, the parsed record), so a tool keeps only what it needs
+per line (an offset, a 16-byte hash, a topic index) and can seek back to the raw bytes later.
+Other file kinds (a JSON array, a table: see :mod:`mindprint.data.sources`) have no line to seek
+back to: their records come as one JSON line each (``raw``, offset None), and tools writing them
+out keep those bytes (such files are read whole anyway).
 Validation is the loader's own (:func:`mindprint.data.jsonl.parse_line`), so a line a tool drops
 as invalid is reported with the same ``file:line: field: what`` text ``data validate`` prints.
 """
@@ -19,8 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mindprint.data.jsonl import _KEYS_HINT, _check_format_name, _decode, _Problem, _vote, iter_lines, parse_line
+from mindprint.data.jsonl import Notes, _check_format_name, _vote, parse_line
+from mindprint.data.fields import Problem
+from mindprint.data.formats import KEYS_HINT
 from mindprint.data.records import Message, Record
+from mindprint.data.sources import iter_items
 from mindprint.errors import DataError
 
 PEEK_LINES = 100  # lines whose keys vote for a file's format when --format is not given
@@ -29,11 +35,12 @@ SHOW_FIRST = 5    # file:line examples shown per drop reason
 
 @dataclass
 class Line:
-    n: int            # line number from 1
-    offset: int       # byte offset of the line in the file
-    raw: bytes        # the line as written, without its newline
+    n: int            # line number from 1 (JSON Lines), else the record's ordinal from 1
+    offset: int | None  # byte offset of the line in the file; None for other file kinds
+    raw: bytes        # the line as written, without its newline (other kinds: one JSON line)
     obj: dict         # the decoded JSON object
     record: Record    # the validated record
+    where: str = ""   # "file:line" or "file:[index]"
 
     @property
     def length(self) -> int:
@@ -70,47 +77,63 @@ class Drops:
 
 
 class Source:
-    """One JSONL file read as a stream of valid records; bad lines go to ``drops`` as
-    ``invalid`` with the loader's ``file:line: field: what`` message."""
+    """One data file (any kind :mod:`mindprint.data.sources` reads) as a stream of valid
+    records; bad ones go to ``drops`` as ``invalid`` with the loader's ``file:line: field:
+    what`` message, values read but not used to ``notes`` (counted), file-level hints to
+    ``hints``."""
 
     def __init__(self, path, fmt: str | None = None, drops: Drops | None = None, *,
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, columns: dict[str, str] | None = None):
         _check_format_name(fmt)
         self.path = str(path)
         self.drops = drops if drops is not None else Drops()
         self.system_prompt = system_prompt
-        self.lines_read = 0   # non-blank lines seen by the last pass
+        self.columns = columns
+        self.lines_read = 0   # non-blank lines (records) seen by the last pass
+        self.notes = Notes()
+        self.hints: list[str] = []
         self.format = fmt or self._detect()
+
+    def items(self, hints: list[str] | None = None):
+        return iter_items(self.path, columns=self.columns, hints=hints)
 
     def _detect(self) -> str:
         """Vote on the first lines' keys, as the loader votes on all of them (a file that
         changes format after its first hundred lines is rare and still reported line by line)."""
         objs, seen = [], 0
-        for _, _, raw in iter_lines(self.path):
+        for item in self.items():
             seen += 1
-            with contextlib.suppress(_Problem):
-                objs.append(_decode(raw))
+            if item.obj is not None:
+                objs.append(item.obj)
             if len(objs) >= PEEK_LINES:
                 break
         if not seen:
             raise DataError(f"{self.path}: file is empty")
         fmt = _vote(objs)
         if fmt is None:
-            raise DataError(f"{self.path}: cannot tell the format ({_KEYS_HINT}); pass --format")
+            raise DataError(f"{self.path}: cannot tell the format ({KEYS_HINT}); pass --format")
         return fmt
 
     def __iter__(self) -> Iterator[Line]:
         self.lines_read = 0
-        for n, offset, raw in iter_lines(self.path):
+        self.notes, self.hints = Notes(), []
+        for item in self.items(self.hints):
             self.lines_read += 1
-            where = f"{self.path}:{n}"
+            found = list(item.notes)
             try:
-                obj = _decode(raw)
-                record = parse_line(obj, self.format, where, system_prompt=self.system_prompt)
-            except _Problem as p:
-                self.drops.add("invalid", f"{where}: {p}")
+                if item.problem is not None:
+                    raise item.problem
+                record = parse_line(item.obj, self.format, item.where,
+                                    system_prompt=self.system_prompt, notes=found)
+            except Problem as p:
+                self.drops.add("invalid", f"{item.where}: {p}")
                 continue
-            yield Line(n, offset, raw, obj, record)
+            self.notes.add(item.where, found)
+            yield Line(item.n, item.offset, item.raw, item.obj, record, item.where)
+
+    def report(self) -> list[str]:
+        """The last pass's counted notes and hints, one line each."""
+        return [f"warning: {w}" for w in self.notes.lines()] + [f"hint: {h}" for h in self.hints]
 
 
 def read_at(f, offset: int, length: int) -> bytes:
@@ -130,7 +153,8 @@ def normalize(text: str) -> str:
 
 def _plain(value, norm):
     if isinstance(value, Message):
-        return [value.role, norm(value.content)]
+        extra = [value.weight, value.tool_calls, value.tool_call_id, value.name]
+        return [value.role, norm(value.content)] + (extra if any(x is not None for x in extra) else [])
     if isinstance(value, tuple):
         return [_plain(v, norm) for v in value]
     return norm(value) if isinstance(value, str) else value

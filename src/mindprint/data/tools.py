@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mindprint.data.jsonl import iter_lines
-from mindprint.data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord
+from mindprint.data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord, TextRecord
+from mindprint.data.render import render_messages, render_prompt, render_sft_record
 from mindprint.data.stream import Drops, Source, atomic_output, check_output, read_at, record_key
 from mindprint.errors import DataError
 
@@ -32,8 +32,8 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _report_drops(drops: Drops, log: Log) -> None:
-    for line in drops.lines():
+def _report_drops(drops: Drops, log: Log, *sources: Source) -> None:
+    for line in drops.lines() + [r for s in sources for r in s.report()]:
         log(line)
 
 
@@ -51,6 +51,7 @@ class FileStats:
     lengths: dict[str, float]   # mean, p50 … p99, max, total (tokens per record)
     truncated: int              # would be cut to max_length
     dropped: int                # would lose every answer token (or leave no room for one)
+    trained_tokens: int = 0     # tokens the loss sees (after masking, weights and max_length)
 
 
 def _percentile(sorted_values, q: float) -> int:
@@ -59,20 +60,19 @@ def _percentile(sorted_values, q: float) -> int:
     return sorted_values[rank - 1]
 
 
-def _length_and_fate(tokenizer, record, max_length: int) -> tuple[int, bool, bool]:
-    """(tokens of the longest rendered sequence, truncated?, dropped?) as training would see it:
-    chat through the SFT renderer, preference/KTO through the preference grouping, which keeps
-    the prompt whole and cuts completions."""
-    from mindprint.data.render import render_messages, render_prompt
-
-    if isinstance(record, ChatRecord):
-        r = render_messages(tokenizer, record.messages)
-        n = len(r.input_ids)
-        return n, n > max_length, sum(r.loss_mask[:max_length]) == 0
+def _length_and_fate(tokenizer, record, max_length: int) -> tuple[int, bool, bool, int]:
+    """(tokens of the longest rendered sequence, truncated?, dropped?, trained tokens) as
+    training would see it: chat and text through the SFT renderer, preference/KTO through the
+    preference grouping, which keeps the prompt whole and cuts completions; RL prompts train on
+    generated tokens, none of the file's."""
+    if isinstance(record, ChatRecord | TextRecord):
+        r = render_sft_record(tokenizer, record)
+        n, trained = len(r.input_ids), sum(r.loss_mask[1:max_length])
+        return n, n > max_length, trained == 0, trained
     if isinstance(record, PromptRecord):  # RL prompts: a prompt that fills max_length leaves no room
         n = len(render_prompt(tokenizer, record.prompt))
-        return n, False, n >= max_length
-    from mindprint.methods.groups import render_group
+        return n, False, n >= max_length, 0
+    from mindprint.methods.groups import render_group  # the methods layer sits above data
 
     if isinstance(record, PreferenceRecord):
         completions, labels = [record.chosen, record.rejected], [True, False]
@@ -82,26 +82,35 @@ def _length_and_fate(tokenizer, record, max_length: int) -> tuple[int, bool, boo
     n = max(len(render_messages(tokenizer, list(record.prompt) + list(c)).input_ids)
             for c in completions)
     group, _problem = render_group(tokenizer, record.prompt, completions, labels, max_length)
-    return n, bool(group and group.truncated), group is None
+    trained = 0
+    for c in completions:  # completion tokens within max_length, the prompt kept whole
+        full = render_messages(tokenizer, list(record.prompt) + list(c), train_on="last_assistant")
+        trained += sum(full.loss_mask[1:max_length])
+    return n, bool(group and group.truncated), group is None, (trained if group else 0)
 
 
 def file_stats(path, tokenizer, *, fmt: str | None = None, max_length: int = 1024,
-               log: Log = _stderr) -> FileStats:
+               columns: dict[str, str] | None = None, log: Log = _stderr) -> FileStats:
     if max_length < 1:
         raise DataError(f"--max-length must be at least 1, got {max_length}")
     drops = Drops()
-    source = Source(path, fmt, drops)
+    source = Source(path, fmt, drops, columns=columns)
     topics: dict[str, int] = {}
     lengths = array("q")
-    truncated = dropped = 0
+    truncated = dropped = trained = 0
     for line in source:
         topic = line.record.topic or ""
         topics[topic] = topics.get(topic, 0) + 1
-        n, cut, lost = _length_and_fate(tokenizer, line.record, max_length)
+        try:
+            n, cut, lost, t = _length_and_fate(tokenizer, line.record, max_length)
+        except DataError as err:  # e.g. tool calls the chat template cannot render
+            drops.add("cannot render", f"{line.where}: {err}")
+            continue
         lengths.append(n)
         truncated += cut
         dropped += lost
-    _report_drops(drops, log)
+        trained += t
+    _report_drops(drops, log, source)
     if not lengths:
         raise DataError(f"{path}: no valid records")
     ordered = sorted(lengths)
@@ -109,7 +118,7 @@ def file_stats(path, tokenizer, *, fmt: str | None = None, max_length: int = 102
     summary.update({f"p{q}": _percentile(ordered, q) for q in PERCENTILES})
     summary.update({"max": ordered[-1], "total": sum(ordered)})
     return FileStats(str(path), source.format, len(ordered), drops.total, topics, max_length,
-                     summary, truncated, dropped)
+                     summary, truncated, dropped, trained)
 
 
 def format_stats(s: FileStats) -> str:
@@ -120,7 +129,8 @@ def format_stats(s: FileStats) -> str:
              f"  topics: {topics}",
              f"  tokens per record: mean {s.lengths['mean']}, {pct}, max {s.lengths['max']}; "
              f"{s.lengths['total']:,} in all",
-             f"  max_length {s.max_length}: {s.truncated} would be truncated, {s.dropped} dropped"]
+             f"  max_length {s.max_length}: {s.truncated} would be truncated, {s.dropped} dropped; "
+             f"{s.trained_tokens:,} tokens trained on"]
     return "\n".join(lines)
 
 
@@ -136,6 +146,7 @@ class MixSource:
     taken: int = 0          # after weighting
     offsets: array = field(default_factory=lambda: array("q"), repr=False)
     lengths: array = field(default_factory=lambda: array("q"), repr=False)
+    raws: list[bytes] = field(default_factory=list, repr=False)  # records of non-JSONL files
 
 
 def parse_weighted(spec: str) -> tuple[str, float]:
@@ -189,13 +200,15 @@ def mix(specs: list[str], out, *, seed: int = 0, dedupe: str = "exact", cap: int
             if dedupe != "none":
                 key = record_key(line.record, dedupe)
                 if key in seen:
-                    drops.add(f"duplicate ({dedupe})", f"{stream.path}:{line.n}")
+                    drops.add(f"duplicate ({dedupe})", line.where)
                     continue
                 seen.add(key)
-            src.offsets.append(line.offset)
+            if line.offset is None:  # no line to seek back to: keep the record's JSON
+                src.raws.append(line.raw)
+            src.offsets.append(-1 if line.offset is None else line.offset)
             src.lengths.append(line.length)
     del seen
-    _report_drops(drops, log)
+    _report_drops(drops, log, *streams)
 
     rng = random.Random(seed)
     picks = array("q")  # index * n_sources + source: one int per output line
@@ -213,11 +226,13 @@ def mix(specs: list[str], out, *, seed: int = 0, dedupe: str = "exact", cap: int
     rng.shuffle(picks)
 
     with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(s.path, "rb")) for s in sources]
+        files = [None if s.raws else stack.enter_context(open(s.path, "rb")) for s in sources]
         f = stack.enter_context(atomic_output(out))
         for pick in picks:
             j, i = divmod(pick, len(sources))
-            f.write(read_at(files[i], sources[i].offsets[j], sources[i].lengths[j]) + b"\n")
+            raw = (sources[i].raws[j] if sources[i].raws else
+                   read_at(files[i], sources[i].offsets[j], sources[i].lengths[j]))
+            f.write(raw + b"\n")
     for src in sources:
         share = src.taken / len(picks)
         capped = f", {src.capped} after --cap" if src.capped != src.valid else ""
@@ -304,7 +319,7 @@ def split(path, *, eval_fraction: float | None = None, eval_count: int | None = 
         fate.extend(bytes(ordinal + 1 - len(fate)))  # lines skipped as invalid stay 0
         fate[ordinal] = TRAIN
         strata.setdefault(line.record.topic or "", array("q")).append(ordinal)
-    _report_drops(drops, log)
+    _report_drops(drops, log, source)
     n = sum(len(members) for members in strata.values())
     if not n:
         raise DataError(f"{path}: no valid records")
@@ -318,7 +333,7 @@ def split(path, *, eval_fraction: float | None = None, eval_count: int | None = 
     del strata
     # pass 2: copy the raw lines, in order, to their file
     with atomic_output(train_out) as ft, atomic_output(eval_out) as fe:
-        for ordinal, (_, _, raw) in enumerate(iter_lines(path)):
+        for ordinal, raw in enumerate(item.raw for item in source.items()):
             to = fate[ordinal] if ordinal < len(fate) else 0
             if to:
                 (fe if to == EVAL else ft).write(raw + b"\n")

@@ -1,18 +1,21 @@
 """Data loading every method shares: records of data.train / data.eval in the formats the method
-trains on, with the eval split carved out of train when data.eval is empty."""
+trains on, with the eval split carved out of train when data.eval is empty. An mlx-lm data
+folder in data.train stands for its train.jsonl, and its valid.jsonl is the eval set when
+data.eval is empty."""
 
 from __future__ import annotations
 
 import random
 
-from ..data.jsonl import load_many
+from ..data.jsonl import accepts, load_many
+from ..data.sources import data_folder
 from ..errors import DataError
 
 
 def load(cfg, paths, what: str, expect: tuple[str, ...]):
     """Records of ``paths`` (one of ``expect`` formats) and notes about skipped lines."""
     fmt = None if cfg.data.format == "auto" else cfg.data.format
-    if fmt is not None and fmt not in expect:
+    if fmt is not None and not accepts(fmt, expect):
         raise DataError(f"data.format is '{fmt}' but method '{cfg.method}' needs "
                         f"{' or '.join(expect)} data")
     res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
@@ -21,6 +24,7 @@ def load(cfg, paths, what: str, expect: tuple[str, ...]):
     if res.problems:
         notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="
                      f"{cfg.data.max_error_rate}); first: {res.problems[0]}")
+    notes += [f"{what}: {w}" for w in res.warnings + res.hints]
     return res.records, res.format, notes
 
 
@@ -35,10 +39,12 @@ def split_off_eval(records: list, fraction: float, seed: int) -> tuple[list, lis
 
 def load_splits(cfg, expect: tuple[str, ...]) -> tuple[list, list, list[str]]:
     """(train records, eval records, notes): data.eval when given, else data.eval_split of train."""
-    train, _, notes = load(cfg, cfg.data.train, "data.train", expect)
+    folders = [data_folder(p) for p in cfg.data.train]
+    train, _, notes = load(cfg, [f for t, _ in folders for f in t], "data.train", expect)
     ev: list = []
-    if cfg.data.eval:
-        ev, _, more = load(cfg, cfg.data.eval, "data.eval", expect)
+    eval_paths = cfg.data.eval or [f for _, e in folders for f in e]
+    if eval_paths:
+        ev, _, more = load(cfg, eval_paths, "data.eval", expect)
         notes += more
     elif cfg.data.eval_split > 0:
         train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)

@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..losses.sft import sft_loss
 from .common import load_splits
 
-SFT_FORMATS = ("chat", "alpaca")
+SFT_FORMATS = ("chat", "alpaca", "text")  # and every format of their record types
 
 
 @dataclass
