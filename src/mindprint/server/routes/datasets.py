@@ -4,7 +4,8 @@ An upload is validated by :func:`mindprint.data.validate.validate_file` (the pro
 ``mindprint data validate`` prints, as ``line: problem``) and stored as
 ``WORKSPACE/datasets/<id>/<name>``. Limits: the body is counted as it arrives (a chunked upload
 has no Content-Length) and refused past ``max_upload_bytes`` with 413; the file name loses any
-path (``..``, directories and absolute paths are refused) and must end in ``.jsonl``. A file
+path (``..``, directories and absolute paths are refused) and must end in a data file suffix
+(``.jsonl``, ``.json``, ``.csv``, ``.tsv``, ``.parquet``), validated by the same loader. A file
 with file-level trouble (``DataError``: empty, unreadable) is refused with 422 and nothing is
 kept; one with bad records is kept, with its problems in the report.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 
+from ...data.sources import FILE_SUFFIXES
 from ...data.validate import validate_file
 from ...errors import DataError
 from ..common import Context, Id, dataset
@@ -151,7 +153,8 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
 def safe_filename(raw: str) -> str:
     """A stored file name from an uploaded one: paths and ``..`` are refused, other characters
-    become ``_``; the name must end in ``.jsonl``."""
+    become ``_``; the name must end in a data file suffix (``.jsonl``, ``.json``, ``.csv``,
+    ``.tsv``, ``.parquet``: see :mod:`mindprint.data.sources`)."""
     if not raw or not raw.strip():
         raise ValueError("the upload has no file name")
     if "\0" in raw:
@@ -164,8 +167,9 @@ def safe_filename(raw: str) -> str:
     if len(parts) > 1:
         raise ValueError(f"give a file name without directories: {raw!r}")
     name = _NAME_OK.sub("_", raw).lstrip(".-_")[:120]
-    if not name.lower().endswith(".jsonl") or len(name) <= len(".jsonl"):
-        raise ValueError(f"{raw!r}: upload a JSON Lines file named *.jsonl")
+    suffix = next((x for x in FILE_SUFFIXES if name.lower().endswith(x)), None)
+    if suffix is None or len(name) <= len(suffix):
+        raise ValueError(f"{raw!r}: upload a data file named *{', *'.join(FILE_SUFFIXES)}")
     return name
 
 
