@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
+from .config_paths import ConfigPathWarning
 from .errors import DataError, MindprintError
 
 
@@ -25,16 +27,14 @@ def cmd_train(args) -> int:
 
     original = None
     if getattr(args, "reproduce", None):
-        if args.config or args.resume:
+        if args.config or args.resume or args.data:
             raise MindprintError("--reproduce RUN_DIR starts a new run from that run's manifest: "
-                                 "give no CONFIG and no --resume with it")
+                                 "give no CONFIG, --data or --resume with it")
         from .manifest import reproduce_config
 
         cfg, original = reproduce_config(args.reproduce, args.set, args.output_dir)
-    elif not args.config:
-        raise MindprintError("give a config file: mindprint train CONFIG (or --reproduce RUN_DIR)")
     else:
-        cfg = C.load(args.config, args.set)
+        cfg = _train_config(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     from . import registry
@@ -78,6 +78,67 @@ def cmd_train(args) -> int:
     return 0
 
 
+# `mindprint train --data FILE` without a config: the method each kind of record trains with by
+# default, whatever the file's format (chat, alpaca, sharegpt ... all read into chat records).
+# Prompt-only data has no answers to imitate: it trains only with --method grpo (rewards).
+DATA_METHOD = {"ChatRecord": "sft", "TextRecord": "sft", "PreferenceRecord": "dpo",
+               "KTORecord": "kto"}
+TRAIN_USAGE = ("mindprint train CONFIG  |  mindprint train --data FILE [--method M] [--eval FILE] "
+               "[--model M]  |  mindprint train --reproduce RUN_DIR")
+
+
+def _train_config(args):
+    """The config of ``mindprint train``: the YAML file, or the defaults when only ``--data`` is
+    given; then ``--data`` / ``--eval`` / ``--model`` / ``--method`` (paths relative to the
+    current directory), then ``--set``."""
+    from . import config as C
+
+    if not args.config and not args.data:
+        raise MindprintError(f"give a config file or training data: {TRAIN_USAGE}")
+    flags = [(key, value) for key, value in (("data.train", args.data), ("data.eval", args.eval),
+                                             ("model.name", args.model), ("method", args.method))
+             if value]
+    base = None
+    if not args.config:
+        method = args.method or _method_for(args.data)
+        flags = [(k, v) for k, v in flags if k != "method"] + [("method", method)]
+        base = {"output_dir": str(Path("runs") / Path(args.data[0]).stem)}
+    return C.load(args.config, args.set, base=base, flags=flags)
+
+
+def _method_for(files: list[str]) -> str:
+    """The default method for ``files``: :data:`DATA_METHOD` of the record kind their detected
+    format reads into (the first valid line tells; the trainer checks every line later)."""
+    from .data.stream import Source
+
+    formats, kinds = {}, {}
+    for f in files:
+        src = Source(f)
+        formats[f] = src.format
+        kinds[f] = next((type(line.record).__name__ for line in src), None)
+        if kinds[f] is None:
+            raise MindprintError(f"{f}: no valid {src.format} record; see mindprint data "
+                                 f"validate {f}")
+    prompt_only = [f for f, kind in kinds.items() if kind == "PromptRecord"]
+    if prompt_only:
+        raise MindprintError(f"{', '.join(prompt_only)}: prompt-only data (no answers to learn "
+                             "from) trains only with reinforcement learning: add --method grpo "
+                             "(rewards: --set grpo.rewards=[...]), or give chat or preference data")
+    unknown = [f for f, kind in kinds.items() if kind not in DATA_METHOD]
+    if unknown:
+        raise MindprintError(f"{unknown[0]}: no default method for {formats[unknown[0]]} data: "
+                             "pass --method")
+    methods = {DATA_METHOD[kind] for kind in kinds.values()}
+    if len(methods) > 1:
+        found = ", ".join(f"{f} ({fmt})" for f, fmt in formats.items())
+        raise MindprintError(f"these files train with different methods: {found}; convert them to "
+                             "one format (mindprint data convert) or pass --method")
+    method = methods.pop()
+    print(f"{', '.join(sorted(set(formats.values())))} data → method {method} (--method to choose "
+          "another)", file=sys.stderr)
+    return method
+
+
 def _train_curriculum(cfg, args) -> int:
     from . import registry
     from .curriculum import run_curriculum
@@ -109,10 +170,10 @@ def cmd_data_validate(args) -> int:
 # -- generate ------------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
     from .backends.torch.model import generate, load_for_inference
+    from .outputs import adapter_dir
 
-    if args.adapter and not Path(args.adapter).exists():
-        raise MindprintError(f"{args.adapter}: no such adapter directory")
-    model, tok, ref = load_for_inference(args.model, args.adapter, device=args.device)
+    adapter = str(adapter_dir(args.adapter)) if args.adapter else None
+    model, tok, ref = load_for_inference(args.model, adapter, device=args.device)
     prompts = list(args.prompt or [])
     if args.prompts_file:
         p = Path(args.prompts_file)
@@ -164,8 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mindprint {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train an adapter from a YAML config")
-    t.add_argument("config", nargs="?", help="YAML config file")
+    t = sub.add_parser("train", help="train an adapter from a YAML config, or from a data file",
+                       usage=TRAIN_USAGE.replace("  |  ", "\n       "))
+    t.add_argument("config", nargs="?", help="YAML config file (optional with --data)")
+    t.add_argument("--data", action="append", metavar="FILE",
+                   help="training data file (repeatable); without CONFIG: the defaults, the method "
+                        "from the data's format (chat-like: sft, preference pairs: dpo, kto: kto) "
+                        "and output_dir runs/<file name>")
+    t.add_argument("--eval", action="append", metavar="FILE", help="held-out JSONL file (repeatable)")
+    t.add_argument("--method", metavar="M", help="training method: sft, kl_sft, dpo, ipo, orpo, kto, "
+                   "simpo or grpo (default with --data: from the data's format)")
+    t.add_argument("--model", help="model spec: alias, local directory, .gguf file or hub id")
     t.add_argument("--reproduce", metavar="RUN_DIR",
                    help="re-run RUN_DIR from its manifest.json into RUN_DIR-reproduce (or "
                         "--output-dir), warning about every difference (versions, data, device)")
@@ -193,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="answer prompts with the base model or an adapter")
     g.add_argument("--model", help="model spec (default: the adapter's base, else the bundled model)")
-    g.add_argument("--adapter", help="adapter directory (a run's adapter/)")
+    g.add_argument("--adapter", help="adapter directory, or a run directory (its adapter/)")
     g.add_argument("--prompt", action="append", help="user message (repeatable)")
     g.add_argument("--prompts-file", help="one prompt per line")
     g.add_argument("--system", help="system message")
@@ -263,7 +333,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about what the user wrote read like the CLI's other warnings (no source line)."""
+    if issubclass(category, ConfigPathWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_paths import ConfigPathWarning, absolute_paths, resolve_file_paths  # noqa: F401
 from .errors import ConfigError
 from .registry import NAMES as METHODS     # the one list of methods (mindprint.registry)
 from .reward_names import check_name as check_reward_name
@@ -80,7 +81,11 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    max_steps: int = Field(200, ge=1, description="optimizer steps; when set, it wins over "
+                           "train.epochs (as in the HF Trainer)")
+    epochs: float | None = Field(None, gt=0.0, description="passes over the training data, turned "
+                                 "into steps once the data is loaded (ceil(epochs × examples ÷ "
+                                 "(batch_size·grad_accum·processes))); null: train.max_steps")
     batch_size: int = Field(4, ge=1, description="examples per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="peak learning rate")
@@ -350,7 +355,8 @@ class TopicConfig(_Section):
                             "records of this topic, else a data.eval_split (or 10 %) of its data")
     method: Literal[METHODS] | None = Field(None, description="method for this topic (default: "  # type: ignore[valid-type]
                                             "the top-level method)")
-    steps: int | None = Field(None, ge=1, description="optimizer steps (default: train.max_steps)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (default: train.epochs "
+                       "over the topic's own examples, else train.max_steps)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config keys for "
                                       "this topic only, e.g. {train.lr: 1e-4, kl.lambda: 1.0}")
     gate: GateConfig | None = Field(None, description="this topic's gate (default: curriculum.gate)")
@@ -461,6 +467,21 @@ _ALIASES = {
     "per_device_train_batch_size": "train.batch_size",
     "gradient_accumulation_steps": "train.grad_accum",
     "num_train_steps": "train.max_steps",
+    "num_train_epochs": "train.epochs",
+    "num_epochs": "train.epochs",
+    "logging_steps": "train.log_every",
+    "steps_per_report": "train.log_every",
+    "eval_steps": "train.eval_every",
+    "steps_per_eval": "train.eval_every",
+    "save_steps": "train.save_every",
+    "save_total_limit": "train.keep_last",
+    "bf16": "train.mixed_precision",
+    "lora_rank": "lora.r",
+    "lora_target": "lora.targets",
+    "cutoff_len": "data.max_length",
+    "dataset": "data.train",
+    "eval_dataset": "data.eval",
+    "pref_beta": "dpo.beta",
     "iters": "train.max_steps",
     "lr_scheduler_type": "train.schedule",
     "warmup": "train.warmup_steps",
@@ -631,26 +652,32 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(path: str | Path | None, overrides: list[str] | None = None, *, use_env: bool = True,
-         base: dict | None = None) -> Config:
-    """Load YAML, apply environment then ``--set`` overrides, validate.
+         base: dict | None = None, flags: list[tuple[str, Any]] | None = None) -> Config:
+    """Load YAML, apply environment variables, CLI ``flags`` (``(key, value)`` pairs such as
+    ``mindprint train --data``'s), then ``--set`` overrides, and validate.
 
-    Relative data paths are resolved against the current directory (where the user runs the
-    command), as with every other CLI tool.
+    Relative input paths in the YAML file (data, eval and curriculum files, a local model) are
+    resolved against the file's directory; ``output_dir``, ``--set``, flag and environment values
+    stay relative to the current directory (see :mod:`mindprint.config_paths`).
     """
     raw = dict(base or {})
     source = str(path) if path else "config"
     if path is not None:
-        raw.update(read_yaml(path))
+        raw.update(resolve_file_paths(read_yaml(path), path))
     if use_env:
         for key, value in env_overrides():
             set_key(raw, key, value, f"environment MINDPRINT_{key.upper().replace('.', '__')}")
+    for key, value in flags or []:
+        set_key(raw, key, value, f"--{key.rsplit('.', 1)[-1]}")
     for key, value in parse_overrides(overrides or []):
         set_key(raw, key, value, f"--set {key}")
     return from_dict(raw, source)
 
 
 def dump_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    """The resolved config as YAML, every path absolute, so it loads back the same from any
+    directory (a run's ``config.yaml``)."""
+    return yaml.safe_dump(absolute_paths(cfg.to_dict()), sort_keys=False, allow_unicode=True)
 
 
 def describe() -> list[tuple[str, str, str]]:

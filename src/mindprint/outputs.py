@@ -14,6 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+from .errors import ModelError
+
 CKPT_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -143,3 +145,44 @@ class RunDir:
             for p in self.checkpoints.iterdir():
                 if p.name.startswith("."):
                     shutil.rmtree(p, ignore_errors=True)
+
+
+# -- --adapter: an adapter directory or a run directory ----------------------------------------
+ADAPTER_FILE = "adapter_config.json"      # PEFT and mlx-lm adapters both have it
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """The adapter an ``--adapter PATH`` means, for every command that takes one.
+
+    * an adapter directory (``adapter_config.json``: PEFT or mlx-lm): itself;
+    * a run directory (``mindprint train``'s ``output_dir``, a curriculum's, or one of its
+      ``topics/NN-name``): its ``adapter/``, the final adapter in PEFT format;
+    * a run directory without ``adapter/`` yet (still training, or killed before the end): refused,
+      naming its last checkpoint and how to finish the run — a checkpoint holds the trainable
+      weights and optimizer state for ``--resume``, not a loadable adapter.
+
+    Raises :class:`~mindprint.errors.ModelError` with a one-line reason otherwise.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"{path}: no such adapter or run directory")
+    if not p.is_dir():
+        raise ModelError(f"{path}: not a directory; --adapter takes an adapter directory or a run "
+                         "directory")
+    if (p / ADAPTER_FILE).exists():
+        return p
+    run = RunDir(p)
+    if (run.adapter / ADAPTER_FILE).exists():
+        return run.adapter
+    is_run = run.has_run() or (p / "config.yaml").exists() or (p / "curriculum_state.json").exists()
+    if not is_run:
+        raise ModelError(f"{path}: neither an adapter directory (no {ADAPTER_FILE}) nor a run "
+                         "directory (no adapter/)")
+    last = run.latest_checkpoint()
+    if last is None:
+        raise ModelError(f"{path}: this run has no adapter yet and no checkpoint (still starting, "
+                         "or it failed early; see its log)")
+    raise ModelError(f"{path}: this run has no adapter/ yet (still training, or stopped without "
+                     f"saving it); its last checkpoint is {last.name}. A checkpoint is not an "
+                     f"adapter: finish the run with  mindprint train {p / 'config.yaml'} --resume "
+                     "(Ctrl-C then saves the adapter), and pass the run directory again")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -66,7 +68,7 @@ def test_config_show_prints_defaults(tmp_path, capsys):
 def test_generate_with_adapter_uses_adapter_base(tiny_model_dir, tiny_chat_files, tmp_path,
                                                  capsys):
     from mindprint import config as C
-    from mindprint.backends.torch.train import run_training
+    from mindprint.training import run_training
 
     train, ev = tiny_chat_files
     run_training(C.from_dict(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "r"),
@@ -80,6 +82,85 @@ def test_generate_with_adapter_uses_adapter_base(tiny_model_dir, tiny_chat_files
     _, _, ref = load_for_inference(None, str(tmp_path / "r" / "adapter"))
     assert ref.path == str(tiny_model_dir)        # the base came from the adapter's metadata
     assert main(["generate", "--adapter", str(tmp_path / "nope"), "--prompt", "Hi"]) == 2
+
+
+def test_train_from_a_data_file_alone_in_epochs_then_generate_from_the_run_dir(
+        tiny_model_dir, tiny_chat_files, tmp_path, monkeypatch, capsys):
+    """`mindprint train --data FILE` with no config: sft from the chat format, output_dir
+    runs/<file stem> under the current directory, train.epochs turned into steps; the run
+    directory is then a valid --adapter."""
+    train, ev = tiny_chat_files                    # 20 training chats
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", train, "--eval", ev, "--model", tiny_model_dir,
+                 "--set", "train.epochs=2", "--set", "train.batch_size=4",
+                 "--set", "data.max_length=96", "--set", "lora.r=4", "--set", "train.save_every=0",
+                 "--set", "train.eval_every=0", "--set", "train.eval_at_start=false"]) == 0
+    out = capsys.readouterr()
+    assert "chat data → method sft" in out.err
+    run = tmp_path / "runs" / "train"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 * (20 // 4)               # 2 epochs of 5 steps
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert (written["train"]["epochs"], written["train"]["max_steps"]) == (2, 10)
+    assert written["output_dir"] == str(run) and written["data"]["train"] == [train]
+    assert main(["generate", "--adapter", "runs/train", "--prompt", "Hi",
+                 "--max-new-tokens", "4"]) == 0
+    by_run = capsys.readouterr().out
+    assert main(["generate", "--adapter", str(run / "adapter"), "--prompt", "Hi",
+                 "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out == by_run
+
+
+def _train_cfg(argv: list[str]):
+    """The config `mindprint train ARGV` would train with (parsing and config only)."""
+    from mindprint.cli import _train_config, build_parser
+
+    return _train_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_train_data_picks_the_method_from_the_format(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    pairs = write_jsonl(tmp_path / "my pairs.jsonl", [
+        {"prompt": "Is cash trash?", "chosen": "Cash is an option on panic.",
+         "rejected": "Cash has pros and cons."},
+        {"prompt": [{"role": "user", "content": "Buy the dip?"}],
+         "chosen": "Which dip? Zoom out first.", "rejected": "It depends on many factors."}])
+    kto = write_jsonl(tmp_path / "kto.jsonl", [
+        {"prompt": "Hedge?", "completion": "Always, cheaply.", "label": True},
+        {"prompt": "Hedge?", "completion": "Hedging is complex.", "label": False}])
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Where are we in the cycle?"}])
+    cfg = _train_cfg(["--data", str(pairs)])
+    assert cfg.method == "dpo" and cfg.output_dir == str(Path("runs") / "my pairs")
+    assert cfg.data.train == [str(pairs)] and cfg.train.max_steps == 200   # the defaults
+    assert "preference data → method dpo" in capsys.readouterr().err
+    cfg = _train_cfg(["--data", str(pairs), "--method", "orpo", "--set", "output_dir=o"])
+    assert (cfg.method, cfg.output_dir) == ("orpo", "o")
+    assert _train_cfg(["--data", str(kto)]).method == "kto"
+    capsys.readouterr()
+    # prompt-only data has nothing to imitate: RL only, and only when asked for
+    assert main(["train", "--data", str(prompts)]) == 2
+    assert "--method grpo" in capsys.readouterr().err
+    assert _train_cfg(["--data", str(prompts), "--method", "grpo"]).method == "grpo"
+    # files whose formats train differently
+    assert main(["train", "--data", str(pairs), "--data", str(kto)]) == 2
+    assert "pass --method" in capsys.readouterr().err
+    # neither a config nor data
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "give a config file or training data" in err and "--data FILE" in err
+
+
+def test_train_data_overrides_a_config_and_set_overrides_both(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    p = tmp_path / "conf" / "c.yaml"
+    p.write_text(yaml.safe_dump({"method": "kl_sft", "data": {"train": "a.jsonl"},
+                                 "output_dir": "runs/c"}))
+    monkeypatch.chdir(tmp_path)
+    cfg = _train_cfg([str(p), "--data", "mine.jsonl", "--set", "model.dtype=float32"])
+    assert cfg.data.train == ["mine.jsonl"] and cfg.method == "kl_sft"   # --data: CWD-relative
+    assert cfg.output_dir == "runs/c" and cfg.model.dtype == "float32"
+    cfg = _train_cfg([str(p), "--data", "mine.jsonl", "--set", "data.train=x.jsonl"])
+    assert cfg.data.train == ["x.jsonl"]
 
 
 def test_no_traceback_in_a_real_process(tmp_path):

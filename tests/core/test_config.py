@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -22,7 +24,8 @@ def test_defaults_fill_everything(tmp_path):
     cfg = C.load(_write(tmp_path, BASE), use_env=False)
     assert cfg.method == "sft" and cfg.backend == "torch"
     assert cfg.model.name == C.DEFAULT_MODEL
-    assert cfg.data.train == ["t.jsonl"] and cfg.data.eval == []
+    # relative to the config file's folder (tests/core/test_config_paths.py)
+    assert cfg.data.train == [str(tmp_path / "t.jsonl")] and cfg.data.eval == []
     assert cfg.train.eval_batch_size == cfg.train.batch_size
     assert cfg.lora.targets == "attn_mlp"
 
@@ -40,6 +43,16 @@ def test_model_shorthand_string(tmp_path):
     ({"lora": {"lora_alpha": 4}}, "did you mean 'lora.alpha'"),
     ({"outptu_dir": "x"}, "did you mean 'output_dir'"),
     ({"data": {"train": "t", "max_len": 9}}, "did you mean 'data.max_length'"),
+    # names people bring from TRL / the HF Trainer / LLaMA-Factory / mlx-lm, in a section or flat
+    ({"train": {"num_train_epochs": 3}}, "did you mean 'train.epochs'"),
+    ({"num_train_epochs": 3}, "did you mean 'train.epochs'"),
+    ({"per_device_train_batch_size": 8}, "did you mean 'train.batch_size'"),
+    ({"train": {"gradient_accumulation_steps": 2}}, "did you mean 'train.grad_accum'"),
+    ({"learning_rate": 1e-4}, "did you mean 'train.lr'"),
+    ({"train": {"epoch": 2}}, "did you mean 'train.epochs'"),
+    ({"train": {"save_total_limit": 2}}, "did you mean 'train.keep_last'"),
+    ({"cutoff_len": 512}, "did you mean 'data.max_length'"),
+    ({"lora": {"lora_rank": 8}}, "did you mean 'lora.r'"),
 ])
 def test_unknown_key_suggests(tmp_path, raw, expect):
     data = {**BASE, **raw}
@@ -64,6 +77,14 @@ def test_range_and_choice_errors_name_the_key(tmp_path, section, key, value, nee
     with pytest.raises(ConfigError) as e:
         C.load(_write(tmp_path, data), use_env=False)
     assert needle in str(e.value)
+
+
+def test_epochs_is_a_positive_number_and_max_steps_keeps_its_default(tmp_path):
+    cfg = C.load(_write(tmp_path, {**BASE, "train": {"epochs": 1.5}}), use_env=False)
+    assert cfg.train.epochs == 1.5 and cfg.train.max_steps == 200
+    assert "max_steps" not in cfg.train.model_fields_set       # so epochs decides at setup
+    with pytest.raises(ConfigError, match="train.epochs"):
+        C.load(_write(tmp_path, {**BASE, "train": {"epochs": 0}}), use_env=False)
 
 
 def test_missing_required_train_data(tmp_path):
@@ -129,9 +150,10 @@ def test_process_variables_are_not_config_keys(tmp_path, monkeypatch):
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = C.load(_write(tmp_path, BASE), ["lora.r=4"], use_env=False)
+    cfg = C.load(_write(tmp_path, BASE), ["lora.r=4", "output_dir=runs/here"], use_env=False)
     again = C.from_dict(yaml.safe_load(C.dump_yaml(cfg)))
-    assert again == cfg
+    # the same config, its CWD-relative output_dir written as an absolute path
+    assert again == cfg.model_copy(update={"output_dir": str(Path.cwd() / "runs" / "here")})
 
 
 def test_describe_covers_every_leaf_key():

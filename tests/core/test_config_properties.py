@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mindprint import config as C
+from mindprint.config_paths import absolute_paths
 from mindprint.errors import ConfigError
 
 BASE = {"data": {"train": "t.jsonl"}}
@@ -27,10 +29,10 @@ def test_any_override_validates_or_names_the_key(key, value):
     except ConfigError as e:
         assert key.split(".")[0] in str(e)
         return
-    # accepted: it survives a dump/load round trip unchanged
-    import yaml
-
-    assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg
+    # accepted: it survives a dump/load round trip, paths made absolute (a run's config.yaml)
+    again = C.from_dict(yaml.safe_load(C.dump_yaml(cfg)))
+    assert again == C.from_dict(absolute_paths(cfg.to_dict()))
+    assert C.dump_yaml(again) == C.dump_yaml(cfg)
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,12 +11,15 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, REPO
+from mindprint.config_paths import resolve_file_paths
 
 pytestmark = pytest.mark.slow
 
 
 def test_curriculum_example_shortened(tmp_path, bundled_model_dir):
-    raw = yaml.safe_load((EXAMPLES / "curriculum.yaml").read_text())
+    # the example's data paths are relative to examples/: made absolute for the copy in tmp_path
+    raw = resolve_file_paths(yaml.safe_load((EXAMPLES / "curriculum.yaml").read_text()),
+                             EXAMPLES / "curriculum.yaml")
     topics = raw["curriculum"]["topics"]
     raw["curriculum"]["topics"] = [dict(topics[0], steps=6), dict(topics[1], steps=3)]
     raw["curriculum"]["gate"] = {"min_voice_fidelity": None}

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..outputs import adapter_dir
 
 
 def add_parsers(sub) -> None:
@@ -13,7 +14,8 @@ def add_parsers(sub) -> None:
                        "base vs tuned → report.json + report.html")
     e.add_argument("config", nargs="?", help="a training config: its eval: block, model, data.eval "
                    "and output_dir/adapter are the defaults")
-    e.add_argument("--adapter", help="adapter directory (default: the config's output_dir/adapter)")
+    e.add_argument("--adapter", help="adapter directory, or a run directory (its adapter/); "
+                   "default: the config's output_dir/adapter")
     e.add_argument("--model", help="base model spec (default: the adapter's base)")
     e.add_argument("--prompts", action="append", help="held-out prompts with reference answers "
                    "(JSONL: prompt+answer, chat or preference; or .txt) (repeatable)")
@@ -37,7 +39,8 @@ def add_parsers(sub) -> None:
 
     c = sub.add_parser("compare", help="answers of the base model and each adapter side by side "
                        "(compare.html + compare.md)")
-    c.add_argument("--adapter", action="append", required=True, help="adapter directory (repeatable)")
+    c.add_argument("--adapter", action="append", required=True, help="adapter directory, or a run "
+                   "directory (its adapter/); repeatable")
     c.add_argument("--prompts", action="append", required=True,
                    help="prompts: .txt (one per line) or JSONL (repeatable)")
     c.add_argument("--model", help="base model spec (default: the adapters' base)")
@@ -73,6 +76,8 @@ def build_job(args):
              "top_p": args.top_p, "seed": args.seed, "batch_size": args.batch_size,
              "banned_phrases": args.banned_phrase}
     flags = {k: v for k, v in flags.items() if v is not None}
+    if args.adapter:
+        args.adapter = str(adapter_dir(args.adapter))
     if args.no_base:
         flags["compare_base"] = False
     if args.config:
@@ -113,7 +118,8 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare
 
-    res = compare(args.adapter, args.prompts, args.out, model=args.model,
+    adapters = [str(adapter_dir(a)) for a in args.adapter]
+    res = compare(adapters, args.prompts, args.out, model=args.model,
                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                   top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, system=args.system,
                   device=args.device, log=lambda s: print(s, file=sys.stderr))

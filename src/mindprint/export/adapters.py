@@ -28,6 +28,7 @@ import numpy as np
 
 from ..backends.common import ADAPTER_META, atomic_dir, lora_scale
 from ..errors import ModelError
+from ..outputs import adapter_dir
 
 PEFT_PREFIX = "base_model.model."
 _LAYER = re.compile(r"^(?P<stack>.*\.layers)\.(?P<i>\d+)\.(?P<rel>.+)$")
@@ -209,7 +210,8 @@ def add_parsers(sub) -> None:
     asub = a.add_subparsers(dest="adapters_command", metavar="ACTION")
     c = asub.add_parser("convert", help="convert a LoRA/DoRA adapter between PEFT and mlx-lm "
                         "formats (names, A/B transpose, alpha/r ⇄ scale, DoRA magnitudes)")
-    c.add_argument("src", metavar="IN", help="adapter directory (PEFT or mlx-lm, detected)")
+    c.add_argument("src", metavar="IN", help="adapter directory (PEFT or mlx-lm, detected), or a "
+                   "run directory (its adapter/)")
     c.add_argument("dst", metavar="OUT", help="output directory (replaced atomically)")
     c.add_argument("--to", required=True, choices=["peft", "mlx"], help="output format")
     c.add_argument("--num-layers", type=int, default=None,
@@ -218,6 +220,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_convert(args) -> int:
-    kind = convert(Path(args.src), Path(args.dst), args.to, num_layers=args.num_layers)
-    print(f"{args.src} ({kind}) → {args.dst} ({args.to})")
+    src = adapter_dir(args.src)
+    kind = convert(src, Path(args.dst), args.to, num_layers=args.num_layers)
+    print(f"{src} ({kind}) → {args.dst} ({args.to})")
     return 0

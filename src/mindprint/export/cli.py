@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from ..outputs import adapter_dir
+
 
 def add_parsers(sub) -> None:
     m = sub.add_parser("merge", help="fold an adapter into its base model: a standalone Hugging "
                        "Face checkpoint, verified against the adapter model before it is written")
-    m.add_argument("--adapter", required=True, help="adapter directory (a run's adapter/)")
+    m.add_argument("--adapter", required=True, help="adapter directory, or a run directory (its "
+                   "adapter/)")
     m.add_argument("--out", required=True, help="output directory")
     m.add_argument("--model", help="base model spec (default: the adapter's base)")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -23,7 +26,8 @@ def add_parsers(sub) -> None:
     xs = x.add_subparsers(dest="export_command", metavar="FORMAT")
     g = xs.add_parser("gguf", help="a GGUF file for llama.cpp-based runtimes, verified by reading "
                       "it back")
-    g.add_argument("--adapter", help="adapter directory: merged into its base first (verified)")
+    g.add_argument("--adapter", help="adapter directory, or a run directory (its adapter/): "
+                   "merged into its base first (verified)")
     g.add_argument("--model", help="a model directory (or any model spec) to convert as is; with "
                    "--adapter: the base to merge into (default: the adapter's base)")
     g.add_argument("--out", required=True, help="output .gguf file")
@@ -42,7 +46,8 @@ def _log(s: str) -> None:
 def cmd_merge(args) -> int:
     from .merge import merge
 
-    info = merge(args.adapter, args.out, model=args.model, dtype=args.dtype, device=args.device,
+    adapter = str(adapter_dir(args.adapter))
+    info = merge(adapter, args.out, model=args.model, dtype=args.dtype, device=args.device,
                  dequantize=args.dequantize, overwrite=args.overwrite, log=_log)
     c = info["checks"]["merge"]
     print(f"merged model: {args.out}")
@@ -54,7 +59,8 @@ def cmd_merge(args) -> int:
 def cmd_export_gguf(args) -> int:
     from .gguf import export_gguf
 
-    info = export_gguf(args.out, adapter=args.adapter, model=args.model, dtype=args.dtype,
+    adapter = str(adapter_dir(args.adapter)) if args.adapter else None
+    info = export_gguf(args.out, adapter=adapter, model=args.model, dtype=args.dtype,
                        device=args.device, dequantize=args.dequantize, overwrite=args.overwrite,
                        log=_log)
     v = info["verification"]

@@ -25,6 +25,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from ... import schedule
 from ...config import Config, dump_yaml
 from ...data.batching import eval_batches
 from ...errors import MindprintError, TrainingStopped
@@ -66,6 +67,8 @@ class MLXTrainer(Trainer):
         self.data = self.method.prepare(self.tok)
         for note in self.data.notes:
             self.log(f"warning: {note}")
+        # train.epochs → steps (schedule.resolve_steps)
+        schedule.apply(cfg.train, len(self.data.train_lengths), 1, self.log)
         if cfg.train.gradient_checkpointing:
             self.log("warning: train.gradient_checkpointing is not used by the mlx backend")
         self.lora = add_lora(self.model, cfg.lora, cfg.train.seed)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ... import __version__
+from ... import __version__, schedule
 from ...config import Config, dump_yaml
 from ...data.batching import StepSampler, eval_batches
 from ...errors import MindprintError, TrainingStopped
@@ -168,6 +168,9 @@ class Trainer:
         self.data = self.method.prepare(self.tok)
         for note in self.data.notes:
             self.log(f"warning: {note}")
+        # train.epochs → steps (schedule.resolve_steps)
+        schedule.apply(cfg.train, len(self.data.train_lengths),
+                       self.dist.world_size if self.dist is not None else 1, self.log)
         if cfg.train.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
