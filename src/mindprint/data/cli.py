@@ -66,6 +66,55 @@ def cmd_split(args) -> int:
     return 0
 
 
+def _token_counter(model):
+    """Token counts with ``model``'s tokenizer (the bundled model's by default; no weights)."""
+    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.config import DEFAULT_MODEL
+    from mindprint.models import resolve
+
+    tok = load_tokenizer(resolve(model or DEFAULT_MODEL).path)
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _max_length(args) -> int:
+    from mindprint.config import DataConfig
+
+    return args.max_length or DataConfig.model_fields["max_length"].default
+
+
+def cmd_import(args) -> int:
+    from mindprint.data.importers.run import detect, import_sources
+    from mindprint.data.importers.turns import TurnOptions
+    from mindprint.data.stream import check_output
+
+    check_output(args.output, args.force)   # before a tokenizer loads
+    me = tuple(args.me or ())
+    kinds = [args.source_kind or detect(s) for s in args.sources]
+    count = _token_counter(args.model) if "prose" in kinds else None
+    opts = TurnOptions(me=me, merge_window=args.merge_window, context=args.context,
+                       min_words=args.min_words)
+    result = import_sources(args.sources, args.output, me=me, kind=args.source_kind, options=opts,
+                            scrub=not args.no_scrub, scrub_names=args.scrub_names,
+                            phone_region=args.phone_region, max_length=_max_length(args),
+                            force=args.force, **({"count": count} if count else {}))
+    print(result.output)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from mindprint.data.stream import check_output
+    from mindprint.data.synth import synth
+
+    check_output(args.output, args.force)
+    count = _token_counter(None if args.endpoint else args.model)
+    result = synth(args.file, args.output, model=args.model, endpoint=args.endpoint,
+                   api_key_env=args.api_key_env, max_length=_max_length(args), count=count,
+                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                   device=args.device, force=args.force)
+    print(result.output)
+    return 0
+
+
 def _common(p, *, output: bool = True) -> None:
     p.add_argument("--format", metavar="F",
                    help="input format (chat, alpaca, completion, text, sharegpt, preference, kto, "
@@ -129,3 +178,56 @@ def add_parsers(dsub) -> None:
     sp.add_argument("--seed", type=int, default=0)
     _common(sp)
     sp.set_defaults(func=cmd_split)
+
+
+    from mindprint.data.importers import KINDS     # light: not the parsers themselves
+    from mindprint.data.importers.turns import CONTEXT, MERGE_WINDOW, MIN_WORDS
+
+    im = dsub.add_parser("import", help="a person's chats, transcripts, subtitles, e-mail or prose "
+                                        "→ chat (or text) records")
+    im.add_argument("sources", nargs="+", metavar="SRC",
+                    help="files (or a Slack export folder); kinds detected per file")
+    im.add_argument("--me", action="append", metavar="NAME",
+                    help="the person: a speaker name (case-insensitive) or e-mail address; repeat "
+                         "for several (default for Q/A transcripts: the A speaker)")
+    im.add_argument("-o", "--output", required=True, metavar="FILE")
+    im.add_argument("--from", dest="source_kind", metavar="TYPE",
+                    help=f"force the source kind: {', '.join(KINDS)}")
+    im.add_argument("--merge-window", type=float, default=MERGE_WINDOW, metavar="SEC",
+                    help=f"merge one speaker's consecutive messages this close (default "
+                         f"{MERGE_WINDOW})")
+    im.add_argument("--context", type=int, default=CONTEXT, metavar="K",
+                    help=f"earlier turns kept before each question (default {CONTEXT})")
+    im.add_argument("--min-words", type=int, default=MIN_WORDS, metavar="N",
+                    help=f"drop answers shorter than N words (default {MIN_WORDS})")
+    im.add_argument("--no-scrub", action="store_true",
+                    help="keep e-mail addresses, phone numbers, URLs, card numbers and IBANs")
+    im.add_argument("--scrub-names", action="store_true",
+                    help="replace the other speakers' names with [person N]")
+    im.add_argument("--phone-region", default="US", metavar="CC",
+                    help="country whose national phone numbers are found (default US; "
+                         "+international numbers always)")
+    im.add_argument("--max-length", type=int, metavar="N",
+                    help="prose: tokens per passage (default: data.max_length's default)")
+    im.add_argument("--model", help="prose: whose tokenizer counts tokens (default: bundled)")
+    im.add_argument("--force", action="store_true", help="replace an existing output file")
+    im.set_defaults(func=cmd_import)
+
+    sy = dsub.add_parser("synth", help="monologue text → chat records: a model writes the "
+                                       "question each passage answers")
+    sy.add_argument("file", metavar="IN", help="a text/markdown file or {\"text\"} JSONL")
+    sy.add_argument("-o", "--output", required=True, metavar="FILE")
+    who = sy.add_mutually_exclusive_group()
+    who.add_argument("--endpoint", metavar="URL",
+                     help="an OpenAI-compatible server (POST URL/v1/chat/completions)")
+    sy.add_argument("--model", help="the local model that asks (default: the bundled model); "
+                                    "with --endpoint, the server's model name")
+    sy.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the "
+                                                         "endpoint's API key")
+    sy.add_argument("--max-length", type=int, metavar="N",
+                    help="tokens per passage (default: data.max_length's default)")
+    sy.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    sy.add_argument("--batch-size", type=int, default=8, metavar="N")
+    sy.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    sy.add_argument("--force", action="store_true", help="replace an existing output file")
+    sy.set_defaults(func=cmd_synth)

@@ -1,0 +1,215 @@
+"""JSON chat exports: Telegram Desktop, DiscordChatExporter, Facebook Messenger / Instagram, and
+Slack export folders. The stdlib ``json`` reads them; each layout is a few keys, so no parser
+library is needed. Places are ``file: message N`` (N from 1, in file order).
+
+* Telegram ``result.json``: one chat (``{"name", "type", "messages"}``) or a full export
+  (``{"chats": {"list": [...]}}``, one conversation per chat). ``text`` is a string or a list of
+  strings and rich-text entities (``{"type": "bold", "text": …}``); ``from`` names the sender
+  (``from_id`` is an alias for ``--me``); ``type: service`` messages are skipped and counted.
+* Discord (DiscordChatExporter JSON): ``messages[].author.name`` / ``nickname`` (both match
+  ``--me``), ``content``, ``timestamp``; non-Default/Reply types (joins, pins, calls) skipped.
+* Messenger / Instagram: ``messages[].sender_name``, ``content``, ``timestamp_ms``, newest
+  first in the file (sorted here). Their exporter writes UTF-8 bytes as Latin-1 escapes
+  ("CafÃ©"); strings are re-encoded as Latin-1 and decoded as UTF-8 to undo that.
+* Slack export folder: ``users.json`` for names, one folder per channel with a JSON file per day;
+  messages with a ``subtype`` (joins, leaves, bots, topic changes) are skipped and counted,
+  ``<@U123>`` mentions become ``@name`` and ``<url|label>`` links their label.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+from mindprint.data.importers.common import Conversation, Imported, Msg, clean, need
+from mindprint.data.stream import Drops
+from mindprint.errors import DataError
+
+
+def load_json(path) -> object:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
+
+
+def _iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _messages(obj, path: str) -> list:
+    need(isinstance(obj, dict) and isinstance(obj.get("messages"), list), path,
+         "expected a JSON object with a 'messages' list")
+    return obj["messages"]
+
+
+# ------------------------------------------------------------------------------------ Telegram
+
+def _tg_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(v if isinstance(v, str) else str(v.get("text", "")) for v in value
+                       if isinstance(v, (str, dict)))
+    return ""
+
+
+def _tg_chat(chat: dict, path: str, drops: Drops, offset: int) -> tuple[Conversation, int]:
+    msgs = []
+    for i, m in enumerate(_messages(chat, path), offset + 1):
+        where = f"{path}: message {i}"
+        need(isinstance(m, dict), where, "a message must be a JSON object")
+        if m.get("type", "message") != "message":
+            drops.add("service message", where)
+            continue
+        text = clean(_tg_text(m.get("text")))
+        if not text:
+            drops.add("media or empty message", where)
+            continue
+        when = float(m["date_unixtime"]) if m.get("date_unixtime") else _iso(m.get("date"))
+        name = m.get("from") or "Deleted Account"
+        msgs.append(Msg(str(name), text, when, where, (str(m.get("from_id", "")),)))
+    return Conversation(msgs), offset + len(chat["messages"])
+
+
+def parse_telegram(path: str, drops: Drops) -> Imported:
+    obj = load_json(path)
+    chats = obj["chats"]["list"] if isinstance(obj, dict) and isinstance(obj.get("chats"), dict) \
+        else [obj]
+    out, offset = Imported(path, "telegram"), 0
+    for chat in chats:
+        conv, offset = _tg_chat(chat, path, drops, offset)
+        out.conversations.append(conv)
+    return out
+
+
+# ------------------------------------------------------------------------------------- Discord
+
+_DISCORD_KEEP = {"Default", "Reply", "0", "19"}
+
+
+def parse_discord(path: str, drops: Drops) -> Imported:
+    msgs = []
+    for i, m in enumerate(_messages(load_json(path), path), 1):
+        where = f"{path}: message {i}"
+        need(isinstance(m, dict) and isinstance(m.get("author"), dict), where,
+             "a message needs an 'author' object")
+        if str(m.get("type", "Default")) not in _DISCORD_KEEP:
+            drops.add(f"system message ({m.get('type')})", where)
+            continue
+        text = clean(str(m.get("content") or ""))
+        if not text:
+            drops.add("attachment or empty message", where)
+            continue
+        a = m["author"]
+        name = str(a.get("nickname") or a.get("name") or "unknown")
+        aliases = tuple(str(a[k]) for k in ("name", "id") if a.get(k))
+        msgs.append(Msg(name, text, _iso(m.get("timestamp")), where, aliases))
+    return Imported(path, "discord", [Conversation(msgs)])
+
+
+# ------------------------------------------------------------------------ Messenger / Instagram
+
+_FB_SYSTEM = re.compile(r"(?:reacted .+ to your message|sent an attachment\.|unsent a message\.|"
+                        r"missed (?:a|your) (?:video )?call|started (?:a|sharing) (?:video )?"
+                        r"(?:call|chat)|named the group|changed the group photo|"
+                        r"set the nickname|Liked a message|wasn't notified about this message)",
+                        re.I)
+
+
+def unmojibake(s: str) -> str:
+    """Undo Meta's Latin-1 escaping of UTF-8; text that is not such mojibake stays as it is."""
+    try:
+        return s.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return s
+
+
+def parse_messenger(path: str, drops: Drops) -> Imported:
+    msgs = []
+    for i, m in enumerate(_messages(load_json(path), path), 1):
+        where = f"{path}: message {i}"
+        need(isinstance(m, dict) and isinstance(m.get("sender_name"), str), where,
+             "a message needs a 'sender_name' string")
+        if m.get("is_unsent"):
+            drops.add("unsent message", where)
+            continue
+        text = clean(unmojibake(str(m.get("content") or "")))
+        if not text:
+            drops.add("media or empty message", where)
+            continue
+        if m.get("type") not in (None, "Generic", "Share") or _FB_SYSTEM.search(text):
+            drops.add("system message", where)
+            continue
+        ms = m.get("timestamp_ms")
+        msgs.append(Msg(unmojibake(m["sender_name"]), text,
+                        ms / 1000 if isinstance(ms, (int, float)) else None, where))
+    msgs.sort(key=lambda x: x.time if x.time is not None else 0.0)   # the file is newest first
+    return Imported(path, "messenger", [Conversation(msgs)])
+
+
+# --------------------------------------------------------------------------------------- Slack
+
+_MENTION = re.compile(r"<@(\w+)(?:\|[^>]*)?>")
+_LINK = re.compile(r"<([^>|]+)(?:\|([^>]+))?>")
+_SLACK_KEEP = {None, "thread_broadcast", "me_message", "file_share"}
+
+
+def _slack_users(root: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """user id → (display name, other names --me may match: handle, display name, id)."""
+    users = load_json(root / "users.json") if (root / "users.json").exists() else []
+    need(isinstance(users, list), f"{root / 'users.json'}", "expected a list of users")
+    out = {}
+    for u in users:
+        if isinstance(u, dict) and u.get("id"):
+            prof = u.get("profile") or {}
+            name = (prof.get("real_name") or u.get("real_name") or prof.get("display_name")
+                    or u.get("name") or u["id"])
+            out[u["id"]] = (name, tuple(x for x in (u.get("name"), prof.get("display_name"),
+                                                    u["id"]) if x))
+    return out
+
+
+def parse_slack(path: str, drops: Drops) -> Imported:
+    root = Path(path)
+    users = _slack_users(root)
+    names = {uid: name for uid, (name, _) in users.items()}
+    out = Imported(path, "slack")
+    channels = sorted(d for d in root.iterdir() if d.is_dir())
+    need(bool(channels), path, "no channel folders found in this Slack export")
+    for channel in channels:
+        msgs = []
+        for day in sorted(channel.glob("*.json")):
+            rows = load_json(day)
+            need(isinstance(rows, list), str(day), "expected a list of messages")
+            for i, m in enumerate(rows, 1):
+                where = f"{day}: message {i}"
+                need(isinstance(m, dict), where, "a message must be a JSON object")
+                if m.get("subtype") not in _SLACK_KEEP or m.get("type", "message") != "message":
+                    drops.add(f"system message ({m.get('subtype') or m.get('type')})", where)
+                    continue
+                text = _MENTION.sub(lambda x: "@" + names.get(x.group(1), x.group(1)),
+                                    str(m.get("text") or ""))
+                text = clean(_LINK.sub(lambda x: x.group(2) or x.group(1), text))
+                text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+                if not text:
+                    drops.add("file or empty message", where)
+                    continue
+                uid = m.get("user", "")
+                prof = m.get("user_profile") or {}
+                name, aliases = users.get(uid, (None, ()))
+                name = name or prof.get("real_name") or prof.get("name") or uid or "?"
+                aliases += tuple(x for x in (uid, prof.get("name"), prof.get("display_name")) if x)
+                ts = m.get("ts")
+                msgs.append(Msg(name, text, float(ts) if ts else None, where, aliases))
+        out.conversations.append(Conversation(msgs))
+    return out

@@ -1,0 +1,192 @@
+"""E-mail: mbox files and single ``.eml`` messages, read with the stdlib ``mailbox`` and
+``email`` (policy ``default``: decoded headers, ``get_body`` picks text/plain before text/html).
+
+For every message the person sent (``From`` name or address matches ``--me``) one conversation
+is built: the thread up to it, found by ``In-Reply-To`` then ``References``, else the previous
+message of the same subject (``Re:``/``AW:``/``Fwd:`` … ignored) by date; only the reply itself
+is an answer (``last_only``). A reply to nothing found is dropped and counted.
+
+Bodies lose what the sender did not write: quoted lines (``>``), the "On … wrote:" header
+(English, German, French, Spanish, Dutch variants, also broken over two lines), Outlook's
+"-----Original Message-----" or "From: … / Sent: …" blocks and everything below them, the
+signature after a ``-- `` line, mobile footers ("Sent from my iPhone") and sign-off blocks
+("Best,\\nAnna" in the last lines). HTML-only parts are converted to text (``html.parser``),
+without ``<blockquote>`` and Gmail quote blocks.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import re
+from email.utils import getaddresses, parsedate_to_datetime
+from html import unescape
+from html.parser import HTMLParser
+
+from mindprint.data.importers.common import Conversation, Imported, Msg, clean
+from mindprint.data.importers.turns import check_me, is_me
+from mindprint.data.stream import Drops
+from mindprint.errors import DataError
+
+_WROTE = re.compile(r"^(?:On|Am|Le|El|Op|Il)\b.{0,200}?\b(?:wrote|schrieb|a écrit|escribió|"
+                    r"schreef|ha scritto)\b.{0,160}:\s*$", re.I | re.S)
+_CUT = re.compile(r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
+                  r"Mensaje original)\s*-{2,}|_{10,}|Sent from my .*|Von meinem .* gesendet.*|"
+                  r"Gesendet von meinem .*|Get Outlook for .*|Envoyé de mon .*|Enviado desde mi .*)$", re.I)
+_OUTLOOK = re.compile(r"^(?:From|Von|De)\s*:\s*.+$", re.I)
+_OUTLOOK_NEXT = re.compile(r"^(?:Sent|Date|Gesendet|Envoyé|Enviado)\s*:", re.I)
+_SIGNOFF = re.compile(r"^(?:best|best regards|best wishes|kind regards|regards|warm regards|"
+                      r"cheers|thanks|thank you|many thanks|all the best|yours|warmly|cordially|"
+                      r"sincerely|take care|viele grüße|liebe grüße|beste grüße|"
+                      r"mit freundlichen grüßen|grüße|gruß|lg|vg|saludos|un saludo|"
+                      r"cordialement|bien à vous|amitiés|groeten|met vriendelijke groet)"
+                      r"[\s,.!]*$", re.I)
+_SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|aw|fw|fwd|wg|sv|vs|tr|rv)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+
+
+class _Text(HTMLParser):
+    """HTML → text: block tags break lines, scripts/styles and quoted blocks are left out."""
+
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "ul", "ol"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        cls = dict(attrs).get("class") or ""
+        if tag in ("script", "style", "blockquote", "head") or "gmail_quote" in cls or \
+                (self.skip and tag == "div"):
+            self.skip += 1
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+
+    def handle_endtag(self, tag):
+        if self.skip and tag in ("script", "style", "blockquote", "head", "div"):
+            self.skip -= 1
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    p = _Text()
+    p.feed(html)
+    p.close()
+    text = unescape("".join(p.out))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.split("\n")))
+
+
+def own_words(body: str) -> str:
+    """The part of a body its sender wrote: quotes, quote headers, forwarded blocks and the
+    signature removed (see the module docstring)."""
+    lines = body.split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        s = line.strip()
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line.rstrip() in ("--", "-- ") or _CUT.match(s):
+            break
+        if _OUTLOOK.match(s) and _OUTLOOK_NEXT.match(nxt):
+            break
+        if _WROTE.match(s) or (s and nxt.endswith(":") and _WROTE.match(f"{s} {nxt}")):
+            break                                  # "On Mon, … Anna <a@b.c>\nwrote:" too
+        if s.startswith(">"):
+            continue
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    tail = len(kept)
+    for j in range(max(0, len(kept) - 6), len(kept)):    # a sign-off in the last lines
+        if _SIGNOFF.match(kept[j].strip()) and len(kept) - j <= 4:
+            tail = j
+            break
+    return clean("\n".join(kept[:tail]))
+
+
+def _body(msg) -> str:
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeError):          # an unknown charset: decode leniently
+        content = part.get_payload(decode=True).decode("utf-8", "replace")
+    return html_to_text(content) if part.get_content_subtype() == "html" else content
+
+
+def _date(msg) -> float | None:
+    try:
+        return parsedate_to_datetime(str(msg["Date"])).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _read(path: str, kind: str) -> list:
+    if kind == "eml":
+        with open(path, "rb") as f:
+            return [email.message_from_binary_file(f, policy=email.policy.default)]
+    box = mailbox.mbox(path, factory=lambda f: email.message_from_binary_file(
+        f, policy=email.policy.default), create=False)
+    return list(box)
+
+
+def parse(sources: list[tuple[str, str]], drops: Drops, me: tuple[str, ...]) -> Imported:
+    """All messages of ``sources`` ((path, "mbox" | "eml") pairs) form one pool, so a reply in
+    one .eml file finds the message it answers in another."""
+    pool, paths = [], [path for path, _ in sources]
+    for path, kind in sources:
+        try:
+            msgs = _read(path, kind)
+        except (OSError, mailbox.Error) as err:
+            raise DataError(f"{path}: cannot read as {kind} ({err})") from None
+        for i, msg in enumerate(msgs, 1):
+            where = f"{path}: message {i}" if kind == "mbox" else path
+            (name, addr), = getaddresses([str(msg["From"] or "")]) or [("", "")]
+            text = own_words(clean(_body(msg)))
+            pool.append({"id": str(msg["Message-ID"] or "").strip(), "where": where,
+                         "msg": Msg(name or addr or "(unknown sender)", text, _date(msg), where,
+                                    (addr,) if addr else ()),
+                         "parent": str(msg["In-Reply-To"] or "").strip(),
+                         "refs": str(msg["References"] or "").split(),
+                         "subject": _SUBJECT_PREFIX.sub("", str(msg["Subject"] or "")).strip()})
+    by_id = {p["id"]: p for p in pool if p["id"]}
+    ordered = sorted(pool, key=lambda p: p["msg"].time or 0.0)
+    check_me(", ".join(paths), [p["msg"] for p in pool], me)
+    out = Imported(", ".join(paths), "e-mail")
+    for p in pool:
+        if not is_me(p["msg"], me):
+            continue
+        if not p["msg"].text:
+            drops.add("e-mail with no words of its own", p["where"])
+            continue
+        chain, cur, seen = [p["msg"]], p, {id(p)}
+        while (parent := _parent(cur, by_id, ordered)) is not None and id(parent) not in seen:
+            seen.add(id(parent))
+            if parent["msg"].text:
+                chain.insert(0, parent["msg"])
+            cur = parent
+        if len(chain) == 1:
+            drops.add("e-mail that answers no message in the import", p["where"])
+            continue
+        out.conversations.append(Conversation(chain, last_only=True))
+    return out
+
+
+def _parent(p: dict, by_id: dict, ordered: list):
+    for ref in [p["parent"], *reversed(p["refs"])]:
+        if ref in by_id and by_id[ref] is not p:
+            return by_id[ref]
+    if p["parent"] or p["refs"]:
+        return None          # it answers a message that is not in the import
+    if not p["subject"] or p["msg"].time is None:
+        return None
+    earlier = [q for q in ordered if q["subject"] == p["subject"] and q is not p
+               and q["msg"].time is not None and q["msg"].time < p["msg"].time
+               and q["msg"].speaker != p["msg"].speaker]
+    return earlier[-1] if earlier else None
