@@ -27,7 +27,9 @@ def write_report(report: dict, out: Path) -> None:
 # -- plots -------------------------------------------------------------------------------------
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend with the report's style and byte-deterministic SVG
+    (ImportError without matplotlib: callers skip their plots)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -38,7 +40,8 @@ def _plt():
     return plt
 
 
-def _save(fig, plt, folder: Path, name: str) -> str:
+def save_figure(fig, plt, folder: Path, name: str) -> str:
+    """``fig`` as ``folder/name.png`` and ``.svg`` (no timestamps in either), closed; returns ``name``."""
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
@@ -49,7 +52,7 @@ def _save(fig, plt, folder: Path, name: str) -> str:
 def make_plots(report: dict, folder: Path) -> list[tuple[str, str]]:
     """[(file stem, caption)] of the plots written into ``folder``."""
     try:
-        plt = _plt()
+        plt = pyplot()
     except ImportError:
         return []
     vs, summ, made = report["variants"], report["summary"], []
@@ -66,7 +69,7 @@ def make_plots(report: dict, folder: Path) -> list[tuple[str, str]]:
         ax.set_ylim(0, 1.15)
         ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(vs))
         ax.set_title("higher is better", fontsize=8, loc="right", color="#777")
-        made.append((_save(fig, plt, folder, "summary"), "Headline numbers, base vs tuned."))
+        made.append((save_figure(fig, plt, folder, "summary"), "Headline numbers, base vs tuned."))
     voice = report["voice"]
     if any(row["answers"].get(v, {}).get("similarity") is not None for row in voice for v in vs):
         from matplotlib.ticker import MaxNLocator
@@ -88,7 +91,7 @@ def make_plots(report: dict, folder: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("held-out prompt")
         ax.set_ylabel("cosine similarity to reference")
         ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(vs))
-        made.append((_save(fig, plt, folder, "voice_fidelity"),
+        made.append((save_figure(fig, plt, folder, "voice_fidelity"),
                      "Voice fidelity per prompt: similarity of each answer to the person's "
                      "reference answer (dashed: mean)."))
     lengths = {v: [row["answers"][v]["words"] for row in voice if v in row["answers"]] for v in vs}
@@ -103,7 +106,7 @@ def make_plots(report: dict, folder: Path) -> list[tuple[str, str]]:
             patch.set_alpha(0.6)
         ax.set_xlabel("answer length (words)")
         ax.set_title("answer length")
-        made.append((_save(fig, plt, folder, "answer_length"), "Answer lengths in words."))
+        made.append((save_figure(fig, plt, folder, "answer_length"), "Answer lengths in words."))
     return made
 
 

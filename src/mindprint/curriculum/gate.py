@@ -1,0 +1,57 @@
+"""The gate after each topic: the topic's adapter and the base model on the topic's held-out
+records through ``mindprint eval``'s runner, and the thresholds those numbers must meet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, GateConfig
+from ..data.records import ChatRecord, PreferenceRecord
+from ..evaluate.runner import EvalJob, run_eval
+from .plan import PREF_METRIC, Topic, voice_prompts, write_jsonl
+
+
+def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
+    """Voice fidelity (and perplexity / preference accuracy where the held-out split has chats /
+    pairs) of the topic's adapter and of the base model, through ``mindprint eval``'s runner."""
+    files = {"prompts": voice_prompts(topic.held_out),
+             "chat": [r for r in topic.held_out if isinstance(r, ChatRecord)],
+             "preference": [r for r in topic.held_out if isinstance(r, PreferenceRecord)]}
+    paths = {k: [str(write_jsonl(tdir / "data" / f"heldout_{k}.jsonl", v))] if v else []
+             for k, v in files.items()}
+    ecfg = cfg.eval.model_copy(update={**paths, "compare_base": True, "every": 0})
+    report = run_eval(EvalJob(cfg=ecfg, out=tdir / "eval", adapter=str(tdir / "adapter"),
+                              max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt),
+                      log=lambda s: log(f"  eval {s}"))
+    s = report["summary"]
+    pref_key = PREF_METRIC[topic.method]
+    out = {"n_prompts": len(files["prompts"][:ecfg.max_prompts]), "n_pairs": len(files["preference"])}
+    for key, name in (("voice_fidelity", "voice_fidelity"), ("perplexity", "perplexity"),
+                      (pref_key, "pref_accuracy")):
+        if key in s.get("tuned", {}):
+            out[name] = s["tuned"][key]
+            out[f"base_{name}"] = s["base"].get(key)
+    return out
+
+
+def gate_result(gate: GateConfig, ev: dict) -> list[str]:
+    """Reasons the gate fails (empty: passed)."""
+    why = []
+    if gate.min_voice_fidelity is not None:
+        v = ev.get("voice_fidelity")
+        if v is None:
+            why.append("no held-out answers to measure voice fidelity")
+        elif v < gate.min_voice_fidelity:
+            why.append(f"voice fidelity {v:.4f} < min_voice_fidelity {gate.min_voice_fidelity}")
+    if gate.min_gain_over_base is not None:
+        v, b = ev.get("voice_fidelity"), ev.get("base_voice_fidelity")
+        if v is None or b is None:
+            why.append("no held-out answers to compare voice fidelity with the base model's")
+        elif v - b < gate.min_gain_over_base:
+            why.append(f"voice fidelity {v:.4f} is not {gate.min_gain_over_base} above the base "
+                       f"model's {b:.4f}")
+    if gate.min_pref_accuracy is not None and ev.get("pref_accuracy") is not None \
+            and ev["pref_accuracy"] < gate.min_pref_accuracy:
+        why.append(f"preference accuracy {ev['pref_accuracy']:.3f} < min_pref_accuracy "
+                   f"{gate.min_pref_accuracy}")
+    return why
