@@ -43,6 +43,7 @@ TEST_JOBS ?= 2
 PYTEST_PAR := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup,)
 
 test: $(STAMP) chromium openblas
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider -m "not wip" $(PYTEST_PAR) --durations=15 tests
 
 # Debian's chromium for the web UI's browser test (Playwright drives it; no browser download).
