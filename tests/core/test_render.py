@@ -69,3 +69,25 @@ def test_end_of_turn_ids_without_an_unk_token():
     assert end_of_turn_ids(tok) == [5, 7]
     tok.eos_token_id = None
     assert end_of_turn_ids(tok) == [7]
+
+
+def test_weight_zero_turns_are_context(tokenizer):
+    msgs = (Message("user", "Hi"), Message("assistant", "Hello there.", weight=0),
+            Message("user", "Risk?"), Message("assistant", "Size small.", weight=1))
+    r = render_messages(tokenizer, msgs)
+    assert _masked_text(tokenizer, r) == "Size small.<|im_end|>"
+    # the weights change the mask only, never the rendered text
+    assert r.input_ids == render_messages(tokenizer, _msgs(*[(m.role, m.content) for m in msgs])).input_ids
+
+
+def test_sft_records_mix_chat_and_text(tokenizer):
+    from mindprint.data.records import TextRecord
+    from mindprint.data.render import render_sft_records
+
+    assert render_chat_records is render_sft_records  # the old name keeps working
+    recs = [TextRecord("Patience is a position."),
+            ChatRecord(_msgs(("user", "Cash?"), ("assistant", "An option on panic.")))]
+    (t, c), stats = render_sft_records(tokenizer, recs, max_length=64)
+    assert t.input_ids[-1] == tokenizer.eos_token_id and t.loss_mask[1:] == [1] * (len(t.input_ids) - 1)
+    assert _masked_text(tokenizer, c) == "An option on panic.<|im_end|>"
+    assert stats.kept == 2 and stats.target_tokens == t.n_target + c.n_target

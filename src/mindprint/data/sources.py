@@ -29,6 +29,7 @@ hand-written code could.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -235,7 +236,9 @@ def _rows(where_of, header, rows, path, columns) -> Iterator[Item]:
 
 def _csv(path, hints, columns) -> Iterator[Item]:
     text = _utf8_text(path, hints)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=_TABLE_SUFFIXES[Path(path).suffix.lower()])
+    # newline="": lines end at \n, \r\n or \r only (as the csv module wants), never at U+2028
+    reader = csv.reader(io.StringIO(text, newline=""),
+                        delimiter=_TABLE_SUFFIXES[Path(path).suffix.lower()])
     try:
         header = next(reader)
     except StopIteration:
