@@ -82,3 +82,22 @@ def test_a_resolved_config_loads_back_to_the_same_steps(tmp_path):
     again = C.load(p, use_env=False)
     logged = []
     assert apply(again.train, 21, 1, logged.append) == 30 and not logged
+
+
+def test_curriculum_topics_take_epochs_of_their_own_examples(tmp_path):
+    from conftest import chat, write_jsonl
+    from mindprint.curriculum import plan, topic_config
+
+    rows = [chat(f"Question {i} about {t}?", f"Zoom out: {t} answer {i}.", t)
+            for t, n in (("cycles", 22), ("risk", 9)) for i in range(n)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg = C.from_dict({"data": {"train": str(train)}, "output_dir": str(tmp_path / "cur"),
+                       "train": {"epochs": 2, "batch_size": 2},
+                       "curriculum": {"eval_split": 0.1, "topics": [
+                           {"name": "cycles"}, {"name": "risk", "steps": 5}]}})
+    cycles, risk = plan(cfg)
+    assert len(cycles.train) == 20                               # 2 of 22 held out
+    assert cycles.steps == 2 * (20 // 2) and risk.steps == 5     # epochs, or the topic's steps
+    tcfg = topic_config(cfg, cycles, tmp_path / "cur" / "topics" / "01-cycles")
+    # the topic's run gets its steps, not epochs again (replayed examples would change the count)
+    assert (tcfg.train.max_steps, tcfg.train.epochs) == (20, None)
