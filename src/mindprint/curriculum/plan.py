@@ -23,6 +23,7 @@ from ..data.jsonl import load_jsonl
 from ..data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord, to_json
 from ..errors import ConfigError, DataError
 from ..outputs import write_atomic
+from ..schedule import resolve_steps
 
 # what each method trains on (mindprint.registry); the first type is what replayed records are
 # converted to
@@ -158,6 +159,11 @@ def plan(cfg: Config) -> list[Topic]:
                 keep = set(idx[k:])
                 held = [train[j] for j in idx[:k]]
                 train = [r for j, r in enumerate(train) if j in keep]
+        if not spec.steps:      # train.epochs → steps (schedule.resolve_steps), per topic
+            t = cfg.train
+            steps = resolve_steps(len(train), t.batch_size, t.grad_accum, 1, t.epochs,
+                                  t.max_steps if "max_steps" in t.model_fields_set else None,
+                                  default_steps=t.max_steps).steps
         topics.append(Topic(i, spec, method, steps, gate, train, held))
     return topics
 
@@ -183,6 +189,7 @@ def topic_config(cfg: Config, topic: Topic, tdir: Path) -> Config:
                        eval=[str(tdir / "data" / "eval.jsonl")] if loop_eval else [],
                        format="auto", eval_split=0.0)
     raw["train"]["max_steps"] = topic.steps
+    raw["train"]["epochs"] = None      # already turned into the topic's steps by plan()
     raw["output_dir"] = str(tdir)
     for key, value in topic.spec.overrides.items():
         set_key(raw, key, value, f"curriculum.topics[{topic.index}].overrides")
