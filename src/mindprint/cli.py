@@ -92,6 +92,7 @@ def _train_config(args):
     given; then ``--data`` / ``--eval`` / ``--model`` / ``--method`` (paths relative to the
     current directory), then ``--set``."""
     from . import config as C
+    from .models import preflight
 
     if not args.config and not args.data:
         raise MindprintError(f"give a config file or training data: {TRAIN_USAGE}")
@@ -103,7 +104,9 @@ def _train_config(args):
         method = args.method or _method_for(args.data)
         flags = [(k, v) for k, v in flags if k != "method"] + [("method", method)]
         base = {"output_dir": str(Path("runs") / Path(args.data[0]).stem)}
-    return C.load(args.config, args.set, base=base, flags=flags)
+    cfg = C.load(args.config, args.set, base=base, flags=flags)
+    preflight(cfg.model.name)          # an uncached hub id fails now, not after loading torch
+    return cfg
 
 
 def _method_for(files: list[str]) -> str:

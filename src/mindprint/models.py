@@ -111,6 +111,17 @@ def resolve(spec: str) -> ModelRef:
     return ModelRef(spec, cached_snapshot(spec), "hub")
 
 
+def preflight(spec: str) -> None:
+    """Raise the :class:`ModelError` :func:`resolve` would, for a spec that can be judged without
+    loading anything — a hub id missing from the local cache, a missing path, an unknown name —
+    so a command fails before importing torch. Aliases, ``.gguf`` files and directories are left
+    to :func:`resolve` at load time (they may need a conversion)."""
+    s = str(spec).strip()
+    if s.lower() in ALIASES or s.lower().endswith(".gguf") or Path(s).expanduser().is_dir():
+        return
+    resolve(s)
+
+
 def network_allowed() -> bool:
     """True only when the user explicitly allowed the Hub: ``HF_HUB_OFFLINE`` set to a false
     value (0, false, no, off). Unset means offline: Mindprint never needs the network."""

@@ -77,7 +77,7 @@ def test_generate_with_adapter_uses_adapter_base(tiny_model_dir, tiny_chat_files
     assert main(["generate", "--adapter", str(tmp_path / "r" / "adapter"), "--prompt", "Hi",
                  "--max-new-tokens", "5"]) == 0
     capsys.readouterr()
-    from mindprint.backends.torch.model import load_for_inference
+    from mindprint.backends.torch.load import load_for_inference
 
     _, _, ref = load_for_inference(None, str(tmp_path / "r" / "adapter"))
     assert ref.path == str(tiny_model_dir)        # the base came from the adapter's metadata
@@ -171,3 +171,20 @@ def test_no_traceback_in_a_real_process(tmp_path):
     assert r.returncode == 2
     assert "train.lr" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_with_an_uncached_hub_id_fails_at_once(tmp_path, monkeypatch, capsys):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = write_jsonl(tmp_path / "t.jsonl", [chat("Where are we?", "Late in the cycle.")])
+    t0 = time.monotonic()
+    assert main(["train", "--data", str(data), "--model", "NoSuchOrg/no-such-model",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert time.monotonic() - t0 < 2.0
+    err = capsys.readouterr().err
+    assert "not in the local Hugging Face cache" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
