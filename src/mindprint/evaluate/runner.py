@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..backends.common import atomic_dir
+from ..backends.torch.load import load_for_inference
 from ..errors import MindprintError
+from ..export.common import check_writable
 from ..measures.style import reference_style, style_of
 from . import data as D
 from . import metrics as M
@@ -46,9 +49,6 @@ def sources(job: EvalJob) -> dict:
 
 
 def run_eval(job: EvalJob, log=lambda s: None) -> dict:
-    from ..backends.torch.model import atomic_dir, load_for_inference
-    from ..export.common import check_writable
-
     cfg = job.cfg
     out = check_writable(job.out, overwrite=True, kind="directory")
     src = sources(job)

@@ -23,6 +23,8 @@ in the meantime is marked ``completed``. An interrupted run resumes from its las
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -51,8 +53,6 @@ def log_path(job: dict) -> Path:
 
 def _set_pdeathsig() -> None:          # runs in the child between fork and exec (Linux only)
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)          # PR_SET_PDEATHSIG
     except Exception:   # noqa: BLE001 - best effort: the restart reconcile still handles orphans
@@ -309,8 +309,6 @@ class JobRunner:
 
 
 def _run_outcome(job: dict) -> str | None:
-    import json
-
     try:
         manifest = json.loads((run_dir(job) / "manifest.json").read_text(encoding="utf-8"))
         return (manifest.get("run") or {}).get("status")
