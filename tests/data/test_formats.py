@@ -517,3 +517,36 @@ def test_text_and_prompt_completion_files_train(tiny_model_dir, tmp_path):
     raw["data"]["train"] = [str(text), str(pc)]
     summary = run_training(C.from_dict(raw), log=lambda _: None)
     assert summary["train_loss"] > 0 and summary["final_eval_loss"] > 0
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+turn_like = st.fixed_dictionaries({}, optional={
+    "role": st.sampled_from([U, A, S, "tool", "bot"]) | json_value,
+    "from": st.sampled_from(["human", "gpt", "system", "observation", "function_call", "x"]) | json_value,
+    "content": words | json_value, "value": words | st.just('{"name": "f"}') | json_value,
+    "weight": st.sampled_from([0, 1, 2, None, True]),
+    "tool_calls": st.just([{"function": {"name": "f", "arguments": {}}}]) | json_value,
+    "tool_call_id": words | json_value, "name": words | json_value})
+field_value = json_value | words | st.lists(turn_like, max_size=4) | turn_like \
+    | st.lists(st.lists(words, min_size=2, max_size=2), max_size=2) \
+    | st.fixed_dictionaries({"messages": st.lists(turn_like, max_size=3)})
+object_like = st.dictionaries(st.sampled_from(sorted(set().union(*(k for _, _, k in READERS.values())))),
+                              field_value, max_size=6)
+
+
+@SETTINGS
+@given(objs=st.lists(object_like, min_size=1, max_size=4), fmt=st.none() | st.sampled_from(FORMATS))
+def test_arbitrary_objects_of_every_format_give_only_data_errors(tmp_path_factory, objs, fmt):
+    """Whatever the keys hold, every format's reader answers with a record or a problem naming
+    its line, never a traceback."""
+    path = tmp_path_factory.mktemp("fuzz") / "d.jsonl"
+    path.write_text("\n".join(json.dumps(o) for o in objs))
+    try:
+        result = load_jsonl(path, fmt, max_error_rate=1.0)
+        problems = result.problems
+    except DataError as err:
+        problems = err.problems
+    assert all(p.startswith(f"{path}:") for p in problems)

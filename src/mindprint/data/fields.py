@@ -155,7 +155,7 @@ def message(item, at: str, index: int, ctx: Ctx) -> Message:
     for key in ("tool_call_id", "name"):
         if item.get(key) is not None:
             extra[key] = string(item[key], f"{at}.{key}")
-    for key in item.keys() - MESSAGE_KEYS:
+    for key in sorted(item.keys() - MESSAGE_KEYS):
         ctx.note(f"{at.split('[')[0]}[].{key}", "not a message field; not used")
     return Message(role, _content(item, at, role, calls is not None), _weight(item, at, role),
                    calls, **extra)

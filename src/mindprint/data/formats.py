@@ -232,7 +232,7 @@ def _sharegpt_turns(value, field: str, ctx: Ctx) -> Messages:
             d = {"role": "assistant", "content": None,
                  "tool_calls": _calls(F.string(turn["value"], f"{at}.value"), at)}
         d.update({k: turn[k] for k in ("weight", "name", "tool_call_id") if k in turn})
-        for key in turn.keys() - TURN_KEYS:
+        for key in sorted(turn.keys() - TURN_KEYS):
             ctx.note(f"{field}[].{key}", "not a ShareGPT turn field; not used")
         dicts.append(d)
     try:
@@ -286,7 +286,7 @@ def openai_preference(obj, ctx) -> PreferenceRecord:
     if inp.get("tools"):
         raise Problem("input.tools", "tools in preference data are not supported yet; remove "
                                      "them or train with SFT")
-    for key in inp.keys() - {"messages", "tools", "parallel_tool_calls"}:
+    for key in sorted(inp.keys() - {"messages", "tools", "parallel_tool_calls"}):
         ctx.note(f"input.{key}", "not used")
     prompt = F.prompt(F.required(inp, "messages") if "messages" in inp else None,
                       "input.messages", ctx)
