@@ -96,7 +96,7 @@ def make_model(root: Path, smoke: bool = False) -> tuple[Path, int]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.backends.common import load_tokenizer
     from mindprint.models import resolve
 
     tok = load_tokenizer(resolve("smollm2-135m-instruct").path)
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     model_dir, n_params = make_model(root, a.smoke)
     n_records = max(a.batch_size, a.dpo_batch_size) * (a.steps + 2)
     data = make_data(root, n_records, words=(30, 400, 60, 300) if a.smoke else (40, 2600, 450, 2000))
-    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.backends.common import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     results = []

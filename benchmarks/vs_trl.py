@@ -76,7 +76,7 @@ def eval_pref_accuracy(model, tok, method: str, max_length: int) -> float | None
     """Fraction of held-out pairs whose chosen answer gets the higher implicit reward."""
     import torch
 
-    from mindprint.backends.torch.model import TorchBackend
+    from mindprint.backends.torch.backend import TorchBackend
     from mindprint.data.jsonl import load_many
     from mindprint.methods.groups import live_reference, pair_items, render_groups
 
@@ -102,6 +102,7 @@ def eval_pref_accuracy(model, tok, method: str, max_length: int) -> float | None
 # -- Mindprint side ----------------------------------------------------------------------------
 def run_mindprint(a) -> dict:
     from mindprint import config as C
+    from mindprint.backends.torch.process import configure_process
     from mindprint.backends.torch.train import Trainer
     from mindprint.methods import get_method
 
@@ -128,6 +129,7 @@ def run_mindprint(a) -> dict:
             raw["grpo"]["sampler_dtype"] = a.sampler_dtype
         os.chdir(REPO)       # the reward is imported as "benchmarks.vs_trl:length_reward"
     cfg = C.from_dict(raw)
+    configure_process(cfg)           # as `mindprint train` does (malloc kept for reuse on a CPU)
     t0 = time.monotonic()
     trainer = Trainer(cfg, get_method(cfg), overwrite=True, log=lambda s: print(s, file=sys.stderr))
     trainer.setup()

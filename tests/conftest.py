@@ -40,7 +40,7 @@ def bundled_model_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(bundled_model_dir):
-    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.backends.common import load_tokenizer
 
     return load_tokenizer(bundled_model_dir)
 
@@ -98,7 +98,7 @@ def make_adapter(base_dir: str, out, *, seed: int = 0, scale: float = 1.0) -> st
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mindprint.backends.torch.model import save_adapter
+    from mindprint.backends.torch.adapters import save_adapter
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)

@@ -47,6 +47,8 @@ def cmd_train(args) -> int:
         return _train_curriculum(cfg, args)
     registry.check_backend(cfg.method, cfg.backend)  # fail fast, before loading a model
     get_method(cfg)      # builds it: a bad reward module etc. fails here too
+    from .backends.torch.process import configure_process
+
     if cfg.backend == "mlx":
         from .backends.mlx.train import run_training
     else:
@@ -63,6 +65,7 @@ def cmd_train(args) -> int:
 
         callbacks = default_callbacks(cfg, log, reproduce_of=original,
                                       reproduce_dir=str(args.reproduce))
+    configure_process(cfg)        # process-wide tuning: once, here, never inside a model object
     summary = run_training(cfg, resume=args.resume, overwrite=args.overwrite, log=log,
                            callbacks=callbacks)
     first, final = summary.get("first_eval_loss"), summary.get("final_eval_loss")
@@ -144,6 +147,7 @@ def _method_for(files: list[str]) -> str:
 
 def _train_curriculum(cfg, args) -> int:
     from . import registry
+    from .backends.torch.process import configure_process
     from .curriculum import run_curriculum
     from .methods import get_method
 
@@ -153,6 +157,7 @@ def _train_curriculum(cfg, args) -> int:
     print(f"mindprint {__version__}: curriculum of {len(cfg.curriculum.topics)} topics on "
           f"{cfg.model.name} ({cfg.backend}) → {cfg.output_dir}", file=sys.stderr)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    configure_process(cfg)
     summary = run_curriculum(cfg, resume=args.resume, overwrite=args.overwrite, log=log)
     if summary["stopped_at"]:
         print(f"stopped at topic '{summary['stopped_at']}': its gate failed (see "
@@ -172,10 +177,13 @@ def cmd_data_validate(args) -> int:
 
 # -- generate ------------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
-    from .backends.torch.model import generate, load_for_inference
+    from .backends.torch.generate import generate
+    from .backends.torch.load import load_for_inference
+    from .backends.torch.process import configure_process
     from .outputs import adapter_dir
 
     adapter = str(adapter_dir(args.adapter)) if args.adapter else None
+    configure_process(device=args.device)
     model, tok, ref = load_for_inference(args.model, adapter, device=args.device)
     prompts = list(args.prompt or [])
     if args.prompts_file:

@@ -67,7 +67,8 @@ def cache_key(parts: dict) -> str:
 
 def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print,
            dist=None) -> torch.Tensor:
-    """The tensor stored under ``parts``' key, or ``compute()``'s result stored there first.
+    """The tensor stored under ``parts``' key, or ``compute()``'s result (a tensor or a numpy
+    array) stored there first.
 
     Under torchrun (``dist``) rank 0 alone reads and writes the cache and hands the table to every
     rank; ``compute`` then runs on every rank (it splits the work between them itself)."""
@@ -76,7 +77,7 @@ def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print
         if t is not None:
             return t
         t0 = time.monotonic()
-        t = compute().detach().to("cpu", torch.float64).contiguous()
+        t = torch.as_tensor(compute()).detach().to("cpu", torch.float64).contiguous()
         if dist.is_main:
             _store(parts, t, what, log, t0)
         dist.barrier()
@@ -90,7 +91,7 @@ def cached(parts: dict, compute, *, what: str = "reference log-probs", log=print
         except Exception as e:   # noqa: BLE001 - a damaged entry is recomputed, never trusted
             log(f"{what}: ignoring unreadable cache entry {path} ({e})")
     t0 = time.monotonic()
-    t = compute().detach().to("cpu", torch.float64).contiguous()
+    t = torch.as_tensor(compute()).detach().to("cpu", torch.float64).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     meta = {k: str(v) for k, v in parts.items() if k != "data"}

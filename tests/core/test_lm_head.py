@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mindprint.backends.torch import model as M
+from mindprint.backends.torch import logps as M
 
 
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30])
@@ -20,7 +20,7 @@ def test_selected_logps_matches_reference(keep_bytes, with_bias, monkeypatch):
     b = torch.randn(V, dtype=torch.float64, requires_grad=True) if with_bias else None
     t = torch.randint(0, V, (N,))
     g = torch.randn(N, dtype=torch.float64)
-    ours = M._selected_logps(h, W, b, t, chunk=5)          # 5 chunks, the last one partial
+    ours = M.selected_logps(h, W, b, t, chunk=5)          # 5 chunks, the last one partial
     ref = torch.log_softmax(torch.nn.functional.linear(h, W, b), -1).gather(-1, t[:, None]).squeeze(-1)
     torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-6)
     leaves = (h, W) + ((b,) if with_bias else ())
@@ -34,5 +34,5 @@ def test_no_grad_keeps_nothing(monkeypatch):
     monkeypatch.setattr(M, "KEEP_PROBS_BYTES", 1 << 30)
     h, W = torch.randn(4, 3), torch.randn(7, 3)
     with torch.no_grad():
-        out = M._selected_logps(h, W, None, torch.tensor([0, 1, 2, 3]))
+        out = M.selected_logps(h, W, None, torch.tensor([0, 1, 2, 3]))
     assert out.shape == (4,) and out.grad_fn is None

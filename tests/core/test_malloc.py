@@ -10,12 +10,13 @@ import pytest
 
 PROBE = textwrap.dedent("""
     import json, resource, torch
-    from mindprint.backends.torch.model import keep_freed_memory
+    from mindprint.backends.torch.process import keep_freed_memory
     tuned = keep_freed_memory()
     def step():                        # a 64 MiB activation, written, then freed
         t = torch.empty(16 * 2**20, dtype=torch.float32); t.fill_(1.0); del t
-    for _ in range(6):                 # the heap settles: a freed block pinned by a later small
+    for _ in range(12):                # the heap settles: a freed block pinned by a later small
         step()                         # allocation coalesces with the next one freed beside it
+                                       # (more steps the smaller the heap the imports left)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(6):
         step()

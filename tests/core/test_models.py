@@ -22,7 +22,8 @@ def test_alias_converts_once_into_cache(bundled_model_dir):
 
 
 def test_bundled_model_answers_sensibly(bundled_model_dir):
-    from mindprint.backends.torch.model import generate, load_for_inference
+    from mindprint.backends.torch.generate import generate
+    from mindprint.backends.torch.load import load_for_inference
 
     model, tok, _ = load_for_inference(None, None)
     (answer,) = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
@@ -99,7 +100,7 @@ def test_hf_hub_offline_0_hands_the_id_to_transformers(monkeypatch):
 def test_dtype_defaults():
     import torch
 
-    from mindprint.backends.torch.model import pick_dtype
+    from mindprint.backends.torch.load import pick_dtype
 
     assert pick_dtype("auto", torch.device("cpu")) == torch.float32
     assert pick_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -1,4 +1,4 @@
-"""oneDNN products on a CPU (backends/torch/model.py): the frozen-base linear and the one-node LoRA
+"""oneDNN products on a CPU (backends/torch/onednn.py): the frozen-base linear and the one-node LoRA
 layer give the stock (F.linear / PEFT) values and gradients, and everything that is not the plain
 case (adapter disabled or merged, dropout, a second adapter, autocast) takes the stock path."""
 
@@ -9,7 +9,8 @@ import copy
 import pytest
 import torch
 
-from mindprint.backends.torch import model as M
+from mindprint.backends.torch import onednn as M
+from mindprint.backends.torch.logps import token_logps
 
 pytestmark = pytest.mark.skipif(not M.onednn_linear_ok(), reason="no oneDNN linear in this torch build")
 
@@ -64,7 +65,7 @@ def _batch(model, seed=1):
 def _logps_and_grads(model, batch):
     ids, att, loss, w = batch
     model.zero_grad(set_to_none=True)
-    lp = M.token_logps(model, ids, att, loss)
+    lp = token_logps(model, ids, att, loss)
     (lp * w).sum().backward()
     return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -97,7 +98,7 @@ def test_stock_path_where_not_plain(tiny_model_dir, monkeypatch):
 
     def logps(model):
         with torch.no_grad():
-            return M.token_logps(model, ids, att, loss)
+            return token_logps(model, ids, att, loss)
 
     model = _lora_model(tiny_model_dir)
     stock = logps(model)

@@ -226,7 +226,7 @@ def test_mixed_precision_bf16_trains_close_to_float32(tiny_model_dir, tiny_chat_
     the LoRA weights and optimizer float32), the run trains, and its losses follow float32's
     within bf16 rounding; the LM head's hand-written backward runs its product in bf16 too and
     stays close to float32's gradient."""
-    from mindprint.backends.torch.model import _selected_logps
+    from mindprint.backends.torch.logps import selected_logps
 
     train, ev = tiny_chat_files
     res = {}
@@ -249,7 +249,7 @@ def test_mixed_precision_bf16_trains_close_to_float32(tiny_model_dir, tiny_chat_
     grads = []
     for amp in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = _selected_logps(h, w, None, tgt, chunk=16)
+            out = selected_logps(h, w, None, tgt, chunk=16)
         assert out.dtype == torch.float32
         (gh,) = torch.autograd.grad(out.sum(), h)
         assert gh.dtype == torch.float32

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import PERSONA, chat, write_jsonl
 
-import mindprint.backends.torch.model as torch_model
+import mindprint.backends.torch.generate as torch_generate
 from mindprint.cli import main
 from mindprint.data import convert as C
 from mindprint.data.jsonl import load_jsonl
@@ -142,7 +142,7 @@ def chat_file(tmp_path):
 def spy_generate(monkeypatch, replace=None, after=None):
     """Record each batch handed to the backend's generate; ``replace`` fakes its answers,
     ``after`` edits the real ones."""
-    batches, real = [], torch_model.generate
+    batches, real = [], torch_generate.generate
 
     def spy(model, tok, prompts, **kw):
         batches.append(prompts)
@@ -151,7 +151,7 @@ def spy_generate(monkeypatch, replace=None, after=None):
         answers = real(model, tok, prompts, **kw)
         return after(answers) if after else answers
 
-    monkeypatch.setattr(torch_model, "generate", spy)
+    monkeypatch.setattr(torch_generate, "generate", spy)
     return batches
 
 

@@ -89,7 +89,7 @@ def test_trl_gkd_beta0_parity():
 def test_chunked_row_kl_matches_formula(tau):
     """The backend's chunked KL (hand-written backward, no [rows, vocab] kept) equals the pure
     formula on full logits, in value and in the gradients wrt hidden states and the head."""
-    from mindprint.backends.torch.model import _RowKL
+    from mindprint.backends.torch.logps import _RowKL
 
     torch.manual_seed(1)
     N, H, V = 37, 8, 50

@@ -71,7 +71,9 @@ def test_chat_data_is_refused(tmp_path, tokenizer, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_model_dir):
-    from mindprint.backends.torch.model import TorchBackend, add_lora, load_base
+    from mindprint.backends.torch.backend import TorchBackend
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.lora import add_lora
     from mindprint.models import resolve
 
     model, tok = load_base(resolve(tiny_model_dir), dtype="float32", device="cpu")
@@ -85,7 +87,7 @@ def tiny_backend(tiny_model_dir):
 
 
 def test_sampling_is_seeded_and_stops_at_end_of_turn(tiny_backend):
-    from mindprint.methods.grpo import sample_completions
+    from mindprint.backends.torch.generate import sample_completions
 
     tok = tiny_backend.tokenizer
     prompts = [[1, 2, 3, 4], [5, 6]]
@@ -152,7 +154,7 @@ def test_accumulation_invariance(tiny_backend, tmp_path, loss_type, iterations, 
 
 
 def test_temperature_scales_the_log_probs(tiny_backend):
-    from mindprint.methods.grpo import completion_logps
+    from mindprint.backends.torch.logps import completion_logps
 
     seqs, masks = [[5, 6, 7, 8, 9]], [[0, 0, 1, 1, 1]]
     batch = tiny_backend.batch(seqs, masks)
@@ -265,7 +267,7 @@ def test_fast_sampler_matches_generate(tiny_backend):
     """The static-cache sampler (adapter merged) decodes greedily exactly as ``model.generate``
     with the adapter on, for prompts of different lengths (left padding) and several rows each."""
     from mindprint.backends.torch.sampling import fast_sampler
-    from mindprint.methods.grpo import sample_completions
+    from mindprint.backends.torch.generate import sample_completions
 
     model, tok = tiny_backend.model, tiny_backend.tokenizer
     assert fast_sampler(model) is not None
@@ -278,7 +280,8 @@ def test_fast_sampler_matches_generate(tiny_backend):
 
 
 def test_fast_sampler_declines_dora(tiny_model_dir):
-    from mindprint.backends.torch.model import add_lora, load_base
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.lora import add_lora
     from mindprint.backends.torch.sampling import fast_sampler
     from mindprint.models import resolve
 
@@ -335,7 +338,9 @@ def test_nucleus_from_topk_picks_what_a_full_sort_picks():
 def test_packed_logps_match_one_row_per_completion(tiny_backend):
     """Completions of one prompt packed after a single copy of it give the same log-probs,
     entropy and gradient as one padded row per completion."""
-    from mindprint.methods.grpo import Sample, completion_logps, packed_completion_logps
+    from mindprint.backends.torch.logps import completion_logps
+    from mindprint.backends.torch.packing import packed_completion_logps
+    from mindprint.methods.grpo import Sample
 
     model, pad = tiny_backend.model, tiny_backend.tokenizer.pad_token_id
     g = torch.Generator().manual_seed(4)
@@ -351,7 +356,9 @@ def test_packed_logps_match_one_row_per_completion(tiny_backend):
         for p in params:
             p.grad = None
         if packed:
-            lp, mask, ent = packed_completion_logps(model, samples, pad, 0.7, entropy=True)
+            lp, mask, ent = packed_completion_logps(model, [s.ids[:s.prompt_len] for s in samples],
+                                                    [s.ids[s.prompt_len:] for s in samples], pad,
+                                                    0.7, entropy=True)
         else:
             batch = tiny_backend.batch([s.ids for s in samples], [s.mask for s in samples])
             lp, ent = completion_logps(model, batch, 0.7, entropy=True)
@@ -390,7 +397,7 @@ def test_bf16_sampler_decodes_like_float32(tiny_backend):
     end-of-turn) and, greedily, mostly the same tokens as the float32 weights; the model itself
     is untouched (still float32)."""
     from mindprint.backends.torch.sampling import fast_sampler
-    from mindprint.methods.grpo import sample_completions
+    from mindprint.backends.torch.generate import sample_completions
 
     model, tok = tiny_backend.model, tiny_backend.tokenizer
     s = fast_sampler(model, torch.bfloat16)
@@ -417,7 +424,7 @@ def test_prepacked_bf16_sampler_is_exact(tiny_backend, monkeypatch):
     if S._packer(torch.bfloat16, torch.device("cpu")) is None:
         pytest.skip("no oneDNN bf16 linear in this torch build / CPU")
     packed = S.fast_sampler(model, torch.bfloat16)
-    assert packed.lin is S._packed_linear and packed.head_w.layout == torch._mkldnn
+    assert packed.lin is S.dnn_linear and packed.head_w.layout == torch._mkldnn
     monkeypatch.setattr(S, "_packer", lambda dtype, device: None)
     plain = S.fast_sampler(model, torch.bfloat16)
     assert plain.lin is torch.nn.functional.linear
@@ -462,7 +469,8 @@ def test_sampler_merges_several_active_adapters(tiny_model_dir):
     general merge, not the one-adapter addmm)."""
     import copy
 
-    from mindprint.backends.torch.model import add_lora, load_base
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.lora import add_lora
     from mindprint.backends.torch.sampling import _fused, _lora_parts
     from mindprint.models import resolve
 

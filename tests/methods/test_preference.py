@@ -186,8 +186,10 @@ def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir, kind):
     """The packed [prompt | chosen | rejected] row gives the same log-probs and gradients as
     scoring each completion in its own padded row — with the per-branch attention (layout), and
     with a 4-D block mask through SDPA (bool) or eager attention (float)."""
-    from mindprint.backends.torch.model import (TorchBackend, add_lora, group_batch, group_kind,
-                                                group_logps, group_logps_by_rows, load_base)
+    from mindprint.backends.torch.backend import TorchBackend
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.lora import add_lora
+    from mindprint.backends.torch.packing import (group_batch, group_kind, group_logps, group_logps_by_rows)
     from mindprint.models import resolve
 
     model, tok = load_base(resolve(tiny_model_dir),
@@ -224,7 +226,8 @@ def test_shared_prompt_rows_match_one_row_per_completion(tiny_model_dir, kind):
 def test_per_branch_attention_only_where_it_applies(tiny_model_dir):
     """Gradient checkpointing would recompute a layer after the attention switch is undone, so
     it (like eager-only features such as soft-capping) falls back to the 4-D mask."""
-    from mindprint.backends.torch.model import group_kind, load_base
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.packing import group_kind
     from mindprint.models import resolve
 
     model, _ = load_base(resolve(tiny_model_dir))

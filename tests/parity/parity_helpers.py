@@ -20,7 +20,9 @@ def torch_pair(model_dir: str, lora, *, seed: int = 0, b_scale: float = 0.05):
     """Torch PEFT model with LoRA B made non-zero (so A has a gradient), and its backend."""
     import torch
 
-    from mindprint.backends.torch.model import TorchBackend, add_lora, load_base
+    from mindprint.backends.torch.backend import TorchBackend
+    from mindprint.backends.torch.load import load_base
+    from mindprint.backends.torch.lora import add_lora
     from mindprint.models import resolve
 
     base, tok = load_base(resolve(model_dir), dtype="float32", device="cpu")

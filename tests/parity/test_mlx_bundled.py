@@ -24,8 +24,9 @@ PROMPTS = [[{"role": "user", "content": "What is the capital of France?"}],
 def test_greedy_generation_matches_torch(bundled_model_dir):
     import torch
 
-    from mindprint.backends.mlx.model import generate_ids, load_base
-    from mindprint.backends.torch.model import load_base as torch_load
+    from mindprint.backends.mlx.generate import generate_ids
+    from mindprint.backends.mlx.model import load_base
+    from mindprint.backends.torch.load import load_base as torch_load
     from mindprint.data.render import render_text
     from mindprint.models import resolve
 

@@ -43,7 +43,7 @@ def _unbatched_greedy(model, prompt, n_tokens, eos):
 
 
 def test_batched_greedy_equals_unbatched_and_torch(pair):
-    from mindprint.methods.grpo import sample_completions
+    from mindprint.backends.torch.generate import sample_completions
 
     tb, mb = pair
     kw = dict(n=2, max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0)

@@ -1,5 +1,6 @@
 """What every backend's loop and model code share and nothing framework-specific: the learning-rate
-schedule, LoRA target names, atomic directory writes."""
+schedule, LoRA target names, atomic directory writes, the single-process world
+(:class:`LocalDist`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
@@ -110,3 +112,53 @@ def groups_as_rows(groups) -> tuple[list, list, list[int], int, list[list[float]
             where.append(r * K + k)
     counts = [[float(sum(m)) for _, m in b] + [0.0] * (K - len(b)) for _, b in groups]
     return seqs, masks, where, K, counts
+
+
+@dataclass(frozen=True)
+class LocalDist:
+    """The distributed world of a single process (see :class:`~.base.Dist`): every collective is
+    the identity, so code written for torchrun runs unchanged without it."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    fsdp: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def barrier(self) -> None:
+        pass
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        return [float(v) for v in values]
+
+    def any_flags(self, *flags: bool) -> list[bool]:
+        return [bool(f) for f in flags]
+
+    def gather(self, obj) -> list:
+        return [obj]
+
+    def broadcast(self, obj):
+        return obj
+
+    def sum_dicts(self, d: dict) -> dict:
+        return dict(d)
+
+    def share(self, items: list) -> list:
+        return list(items)
+
+
+LOCAL = LocalDist()
+
+
+def padded_share(ctx, batches: list) -> tuple[list, list]:
+    """``(this rank's batches, extra passes)`` of ``ctx`` (a :class:`~.base.Dist`). Under FSDP
+    every forward is a collective, so a rank with fewer batches repeats one (results discarded)
+    until all ranks made as many passes."""
+    mine = ctx.share(batches)
+    if not ctx.fsdp or not batches:
+        return mine, []
+    most = -(-len(batches) // ctx.world_size)
+    return mine, [batches[0]] * (most - len(mine))

@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 
 def cmd_stats(args) -> int:
-    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.backends.common import load_tokenizer
     from mindprint.config import DEFAULT_MODEL, DataConfig
     from mindprint.data.columns import parse_columns
     from mindprint.data.stream import Source
@@ -68,7 +68,7 @@ def cmd_split(args) -> int:
 
 def _token_counter(model):
     """Token counts with ``model``'s tokenizer (the bundled model's by default; no weights)."""
-    from mindprint.backends.torch.model import load_tokenizer
+    from mindprint.backends.common import load_tokenizer
     from mindprint.config import DEFAULT_MODEL
     from mindprint.models import resolve
 

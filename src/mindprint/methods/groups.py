@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
+from ..backends.common import padded_share
 from ..data.render import render_messages, render_prompt
 from ..errors import DataError
 from .common import load, split_off_eval  # noqa: F401  (re-exported for the methods)
@@ -37,7 +38,7 @@ class Group:
     where: str = ""
     truncated: bool = False
     kl: "Group | None" = None         # KTO: this prompt with another group's completions
-    ref: torch.Tensor | None = field(default=None, repr=False)   # [K] reference log-prob sums
+    ref: np.ndarray | None = field(default=None, repr=False)     # [K] reference log-prob sums
     source: tuple | None = field(default=None, repr=False)        # (prompt, completions) messages
 
     def packed(self):
@@ -166,50 +167,35 @@ def _batches(groups: list[Group], size: int):
         yield order[s:s + size]
 
 
-@torch.no_grad()
-def reference_logps(backend, groups: list[Group], batch_size: int) -> torch.Tensor:
-    """``[N, K]`` summed log-probs of every completion under the adapter-free model (eval mode)."""
+def reference_logps(backend, groups: list[Group], batch_size: int) -> np.ndarray:
+    """``[N, K]`` float64 summed log-probs of every completion under the adapter-free model (eval
+    mode). Under torchrun each rank scores its share, then all ranks share all (a world of one
+    scores everything)."""
     K = max(len(g.completions) for g in groups)
-    out = torch.zeros((len(groups), K), dtype=torch.float64)
-    dist = getattr(backend, "dist", None)
-    if dist is not None:      # torchrun: each rank scores its share, then all ranks share all
-        from ..backends.torch.dist import padded_share
-
-        mine, extra = padded_share(dist, list(_batches(groups, batch_size)))
-        done = [(idx, _cpu64(live_reference(backend, [groups[i] for i in idx]))) for idx in mine]
+    out = np.zeros((len(groups), K), dtype=np.float64)
+    d = backend.dist
+    mine, extra = padded_share(d, list(_batches(groups, batch_size)))
+    with backend.no_grad():
+        done = [(idx, _host64(backend, live_reference(backend, [groups[i] for i in idx])))
+                for idx in mine]
         for idx in extra:     # FSDP: as many passes on every rank
             live_reference(backend, [groups[i] for i in idx])
-        for part in dist.gather(done):
-            for idx, sums in part:
-                out[idx, :sums.shape[1]] = sums
-        return out
-    for idx in _batches(groups, batch_size):
-        sums = _cpu64(live_reference(backend, [groups[i] for i in idx]))
-        out[idx, :sums.shape[1]] = sums
+    for part in d.gather(done):
+        for idx, sums in part:
+            out[idx, :sums.shape[1]] = sums
     return out
 
 
-@torch.no_grad()
-def live_reference(backend, groups: list[Group]) -> torch.Tensor:
-    """Reference log-prob sums ``[B, K]`` for one batch: adapter off, dropout off."""
-    model = backend.model
-    was_training = model.training
-    model.eval()
-    try:
-        with backend.disabled_adapter():
-            sums, _ = backend.group_logps([g.packed() for g in groups])
-    finally:
-        model.train(was_training)
+def live_reference(backend, groups: list[Group]):
+    """Reference log-prob sums ``[B, K]`` for one batch: adapter off, dropout off, no gradient."""
+    with backend.inference(), backend.disabled_adapter():
+        sums, _ = backend.group_logps([g.packed() for g in groups])
     return backend.xp.stop_gradient(sums)
 
 
-def _cpu64(x) -> torch.Tensor:
-    """A float64 CPU tensor of a torch tensor or an mlx array (the cache stores torch tensors)."""
-    if isinstance(x, torch.Tensor):
-        return x.to("cpu", torch.float64)
-    import numpy as np
-
-    return torch.from_numpy(np.array(x, dtype=np.float64))
+def _host64(backend, x) -> np.ndarray:
+    """A float64 host copy of a backend array (the cache stores float64)."""
+    return np.asarray(backend.xp.to_numpy(x), dtype=np.float64)
 
 
 def attach_reference(backend, cfg, groups: list[Group], what: str, log, *, weights: str) -> None:
@@ -222,23 +208,22 @@ def attach_reference(backend, cfg, groups: list[Group], what: str, log, *, weigh
              "device": backend.device.type, "layout": backend.group_layout,
              "data": reference.data_hash([[g.prompt, g.completions, g.masks] for g in groups])}
     size = max(cfg.train.eval_batch_size or cfg.train.batch_size, 1)
+    d = backend.dist
     table = reference.cached(parts, lambda: reference_logps(backend, groups, size),
                              what=f"reference log-probs for {what} ({len(groups)} prompts)", log=log,
-                             dist=getattr(backend, "dist", None))
+                             dist=d if d.world_size > 1 else None)
     for g, row in zip(groups, table):
-        g.ref = row[:len(g.completions)].to(torch.float32)
+        g.ref = np.asarray(row[:len(g.completions)], dtype=np.float32)
 
 
-def stacked_ref(groups: list[Group], device) -> torch.Tensor:
+def stacked_ref(groups: list[Group], xp, like):
+    """The groups' reference sums ``[N, K]`` (0 for missing completions), an array of ``xp``
+    on ``like``'s device."""
     K = max(len(g.completions) for g in groups)
-    out = torch.zeros((len(groups), K), dtype=torch.float32)
+    out = np.zeros((len(groups), K), dtype=np.float32)
     for i, g in enumerate(groups):
         out[i, :len(g.ref)] = g.ref
-    if str(getattr(device, "type", "")).startswith("mlx"):     # the mlx backend's arrays
-        import mlx.core as mx
-
-        return mx.array(out.numpy())
-    return out.to(device)
+    return xp.asarray(out, like=like)
 
 
 @dataclass

@@ -21,19 +21,15 @@ for the μ − 1 reuse steps are skipped).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from ..backends.torch.sampling import fast_sampler, sampler_dtype
 from ..data.jsonl import load_many
-from ..data.render import end_of_turn_ids, render_prompt
+from ..data.render import render_prompt
 from ..errors import ConfigError, DataError
 from ..losses import xp as xpmod
 from ..losses.grpo import group_advantages, grpo_loss
@@ -97,145 +93,6 @@ class Norm:
     __radd__ = __add__
 
 
-# -- model passes ------------------------------------------------------------------------------
-
-
-def completion_logps(model, batch: dict, temperature: float = 1.0, *, entropy: bool = False):
-    """``([B, T] log-probs at loss_mask positions (0 elsewhere), entropy sum or None)`` of the
-    tokens under softmax(logits / temperature). Only completion rows reach the LM head (chunked);
-    the entropy, when asked for, is computed from the same rows without gradient."""
-    from ..backends.torch.model import _decoder_and_head, _scatter_targets, _selected_logps
-
-    ids, att = batch["input_ids"], batch["attention_mask"]
-    target_mask = batch["loss_mask"][:, 1:].bool()
-    tgt = ids[:, 1:][target_mask]
-    body, head = _decoder_and_head(model)
-    ent = None
-    if body is None:     # unusual heads: the model's own logits
-        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1][target_mask].float()
-        lp = torch.log_softmax(logits / temperature, -1)
-        sel = lp.gather(-1, tgt[:, None]).squeeze(-1)
-        if entropy:
-            with torch.no_grad():
-                ent = float(-(lp.exp() * lp).sum())
-        return _scatter_targets(target_mask, sel), ent
-    rows = body(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1][target_mask]
-    w, b = head.weight, head.bias
-    if temperature != 1.0:
-        rows = rows / temperature
-        b = None if b is None else b / temperature
-    sel = _selected_logps(rows, w, b, tgt)
-    if entropy:
-        with torch.no_grad():
-            ent = 0.0
-            for s in range(0, rows.shape[0], 512):
-                lp = torch.log_softmax(F.linear(rows[s:s + 512].detach(), w, b).float(), -1)
-                ent += float(-(lp.exp() * lp).sum())
-    return _scatter_targets(target_mask, sel), ent
-
-
-def _prompt_groups(samples: list[Sample]) -> list[tuple[list[int], list[int]]]:
-    """Consecutive samples with the same prompt: ``[(prompt ids, [sample index, ...]), ...]``."""
-    out: list[tuple[list[int], list[int]]] = []
-    for i, s in enumerate(samples):
-        p = s.ids[:s.prompt_len]
-        if out and out[-1][0] == p:
-            out[-1][1].append(i)
-        else:
-            out.append((p, [i]))
-    return out
-
-
-def packed_completion_logps(model, samples: list[Sample], pad_id: int, temperature: float = 1.0,
-                            *, entropy: bool = False):
-    """``([N, L] log-probs, [N, L] mask, entropy sum or None)`` of each sample's completion tokens
-    (L = the longest completion), with the completions of one prompt packed into one row after a
-    single copy of the prompt: each attends to the prompt and to itself only and continues the
-    prompt's positions (:func:`~mindprint.backends.torch.model.group_batch`), so the prompt is
-    computed once per group instead of once per completion and nothing is padded to the longest
-    completion of the group. Same values as one row per completion."""
-    from ..backends.torch.model import (_decoder_and_head, _selected_logps, group_batch, group_hidden,
-                                         group_kind)
-
-    groups = _prompt_groups(samples)
-    dev = next(model.parameters()).device
-    gb = group_batch([(p, [(samples[i].ids[samples[i].prompt_len:], [1] * samples[i].n_completion)
-                           for i in idx]) for p, idx in groups], pad_id, dev, group_kind(model))
-    si, sj = [], []
-    for _, idx in groups:
-        for i in idx:
-            si += [i] * samples[i].n_completion
-            sj += range(samples[i].n_completion)
-    body, head = _decoder_and_head(model)
-    hidden = group_hidden(model, gb, body)
-    rows = hidden[gb["rows"], gb["pred"]]
-    w, b = head.weight, head.bias
-    if temperature != 1.0:
-        rows = rows / temperature
-        b = None if b is None else b / temperature
-    ent = torch.empty(rows.shape[0], dtype=torch.float32, device=dev) if entropy else None
-    sel = _selected_logps(rows, w, b, gb["targets"], entropy_out=ent)
-    L = max(s.n_completion for s in samples)
-    si_t = torch.tensor(si, dtype=torch.long, device=dev)
-    sj_t = torch.tensor(sj, dtype=torch.long, device=dev)
-    logps = torch.zeros((len(samples), L), dtype=sel.dtype, device=dev).index_put((si_t, sj_t), sel)
-    lens = torch.tensor([s.n_completion for s in samples], device=dev)
-    mask = (torch.arange(L, device=dev)[None] < lens[:, None]).long()
-    return logps, mask, (float(ent.sum()) if entropy else None)
-
-
-@torch.no_grad()
-def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_tokens: int,
-                       temperature: float, top_p: float, seed: int,
-                       synced: bool = False, fast: bool = True,
-                       dtype: torch.dtype | None = None) -> list[tuple[list[int], bool]]:
-    """``n`` completions per prompt (prompt after prompt): ``(ids, finished)`` with the ids cut
-    after the first end-of-turn token (kept: the model learns to stop); ``finished`` is False when
-    max_new_tokens ran out first. One batch for all prompts × n, static KV cache, adapter merged
-    (:mod:`mindprint.backends.torch.sampling`); models it does not cover use ``generate`` on a
-    left-padded batch (also with ``fast=False``); ``dtype`` casts the fast sampler's weights
-    (``grpo.sampler_dtype``: bfloat16 halves the memory read per decoded token; ``generate`` keeps
-    the model's dtype). Seeded without disturbing the global random stream. ``temperature = 0``
-    decodes greedily. ``synced``: under FSDP every rank keeps stepping until all ranks are done
-    (each step is a collective)."""
-    dev = next(model.parameters()).device
-    pad = tok.pad_token_id
-    width = max(len(p) for p in prompts)
-    rows = [p for p in prompts for _ in range(n)]
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, p in enumerate(rows):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        att[i, width - len(p):] = 1
-    eos = end_of_turn_ids(tok)
-    sampler = fast_sampler(model, dtype) if fast and not synced else None
-    if sampler is not None:
-        return sampler.sample(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, seed=seed, eos=eos, pad=pad)
-    kw = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True)
-    if synced:
-        kw["synced_gpus"] = True
-    if temperature > 0:
-        kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    was_training = model.training
-    model.eval()
-    devices = [dev] if dev.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), **kw)
-    finally:
-        model.train(was_training)
-    result = []
-    eos_set = set(eos)
-    for row in out[:, width:].tolist():
-        end = next((j for j, t in enumerate(row) if t in eos_set), None)
-        result.append((row[:end + 1], True) if end is not None else (row, False))
-    return result
-
-
 def _per_sample(logps, mask, samples: list[Sample], xp) -> list[np.ndarray]:
     """Each sample's completion log-probs (float32, on the host), from ``[N, T]`` log-probs and
     their completion mask (row-major, one row per sample); any backend's arrays."""
@@ -269,7 +126,6 @@ class GRPOMethod:
         self.rewards = rewards.build(g, cfg.eval.banned_phrases)
         self._cache: list | None = None          # (micro-batches, metrics) reused by num_iterations
         self._rollout_metrics: dict = {}
-        self._packed: bool | None = None      # prompt-shared packed rows (decided on first use)
         self.run_root = None
 
     # -- data ----------------------------------------------------------------------------------
@@ -326,16 +182,10 @@ class GRPOMethod:
     # -- rollout (before the micro-batches of a step) ------------------------------------------
     def _generate(self, backend, items: list[PromptItem], n: int, temperature: float, seed: int):
         g = self.cfg.grpo
-        if hasattr(backend, "sample_completions"):      # backends with their own sampler (mlx)
-            return backend.sample_completions([p.ids for p in items], n=n,
-                                              max_new_tokens=g.max_completion_length,
-                                              temperature=temperature, top_p=g.top_p, seed=seed)
-        d = getattr(backend, "dist", None)
-        kw = {"synced": True} if d is not None and d.fsdp else {}
-        return _forward(backend, sample_completions, backend.tokenizer, [p.ids for p in items], n=n,
-                        max_new_tokens=g.max_completion_length, temperature=temperature,
-                        top_p=g.top_p, seed=seed, dtype=sampler_dtype(g.sampler_dtype, backend.model),
-                        **kw)
+        return backend.sample_completions([p.ids for p in items], n=n,
+                                          max_new_tokens=g.max_completion_length,
+                                          temperature=temperature, top_p=g.top_p, seed=seed,
+                                          sampler_dtype=g.sampler_dtype)
 
     def _score(self, backend, items: list[PromptItem], outs, n: int):
         from .. import rewards
@@ -349,41 +199,21 @@ class GRPOMethod:
         return texts, table, rewards.combine(self.rewards, table)
 
     def _logps(self, backend, samples: list[Sample], *, entropy: bool = False):
-        """``(log-probs, completion mask, entropy sum or None)`` of the samples' completion tokens:
-        prompt-shared packed rows where the model honours them (the backend checks once), else one
-        row per sample."""
-        from ..backends.torch.model import _decoder_and_head
+        """``(log-probs, completion mask, entropy sum or None)`` of the samples' completion tokens
+        (the backend packs a prompt's completions into one row where the model allows)."""
+        return backend.completion_logps([s.ids[:s.prompt_len] for s in samples],
+                                        [s.ids[s.prompt_len:] for s in samples],
+                                        self.cfg.grpo.temperature, entropy=entropy)
 
-        t = self.cfg.grpo.temperature
-        if hasattr(backend, "completion_logps"):         # backends that score rows themselves (mlx)
-            return backend.completion_logps([s.ids for s in samples], [s.mask for s in samples], t,
-                                            entropy=entropy)
-        if self._packed is None:
-            self._packed = (getattr(backend, "group_layout", "rows") == "shared_prompt"
-                            and _decoder_and_head(backend.model)[0] is not None)
-        if self._packed:
-            return _forward(backend, packed_completion_logps, samples, backend.tokenizer.pad_token_id,
-                            t, entropy=entropy)
-        batch = backend.batch([s.ids for s in samples], [s.mask for s in samples])
-        lp, ent = _forward(backend, completion_logps, batch, t, entropy=entropy)
-        return lp, batch["loss_mask"], ent
-
-    @torch.no_grad()
     def _side_logps(self, backend, samples: list[Sample], *, reference: bool) -> list[np.ndarray]:
-        model = backend.model
-        was_training = model.training
-        model.eval()
-        # the training forward's precision, so that old-policy log-probs match it
-        amp = backend.autocast() if hasattr(backend, "autocast") else contextlib.nullcontext()
-        try:
-            with amp:
-                if reference:
-                    with backend.disabled_adapter():
-                        lp, mask, _ = self._logps(backend, samples)
-                else:
+        # eval mode, no gradient, and the training forward's precision, so that old-policy
+        # log-probs match it
+        with backend.inference(), backend.autocast():
+            if reference:
+                with backend.disabled_adapter():
                     lp, mask, _ = self._logps(backend, samples)
-        finally:
-            model.train(was_training)
+            else:
+                lp, mask, _ = self._logps(backend, samples)
         return _per_sample(lp, mask, samples, backend.xp)
 
     def rollout(self, backend, micro: list[list[PromptItem]], step: int) -> list[list[Sample]]:
@@ -395,16 +225,17 @@ class GRPOMethod:
         t0 = time.monotonic()
         G = g.group_size
         items = [p for m in micro for p in m]
-        d = getattr(backend, "dist", None)      # torchrun: each rank samples its own prompts
-        rank_seed = 7919 * d.rank if d is not None else 0
+        d = backend.dist                       # torchrun: each rank samples its own prompts
+        rank_seed = 7919 * d.rank
         outs = self._generate(backend, items, G, g.temperature,       # the whole step at once
                               seed=self.cfg.train.seed * 1_000_003 + step * 1009 + rank_seed)
         t_gen = time.monotonic() - t0
         texts, table, total = self._score(backend, items, outs, G)
-        valid = torch.tensor([t is not None for t in total], dtype=torch.float64)
-        r = torch.tensor([t if t is not None else 0.0 for t in total], dtype=torch.float64)
         # advantages on the host in float64, whatever the backend (the same numbers on torch and mlx)
-        adv, am = group_advantages(r, G, scale=g.scale_rewards, valid=valid, xp=xpmod.get("torch"))
+        hx = xpmod.get("torch")
+        valid = hx.float64([float(t is not None) for t in total])
+        r = hx.float64([t if t is not None else 0.0 for t in total])
+        adv, am = group_advantages(r, G, scale=g.scale_rewards, valid=valid, xp=hx)
         samples = [Sample(len(p.ids), list(p.ids) + list(ids), len(ids), float(a))
                    for p, (ids, _), a in zip((p for p in items for _ in range(G)), outs, adv.tolist())]
         batches, s = [], 0
@@ -430,12 +261,12 @@ class GRPOMethod:
             metrics[f"rewards/{rw.name}/mean"] = _mean(col)
             metrics[f"rewards/{rw.name}/std"] = _std(col)
         metrics = {k: v for k, v in metrics.items() if v is not None}   # a reward that scored nothing
-        if d is not None:
+        if d.world_size > 1:
             metrics = _across_ranks(d, metrics)
         self._rollout_metrics = metrics
         self._cache = (batches, metrics)
         if g.sample_every and (step == 0 or (step + 1) % g.sample_every == 0) \
-                and (d is None or d.is_main):
+                and d.is_main:
             self._write_samples(step + 1, items, texts, table, total, adv.tolist())
         return batches
 
@@ -508,13 +339,6 @@ class GRPOMethod:
     def eval_metrics(sums: dict) -> dict:
         mean = sums["reward_sum"] / max(sums["n"], 1.0)
         return {"eval_loss": -mean, "eval_reward": mean}
-
-
-def _forward(backend, fn, *args, **kwargs):
-    """``fn(model, ...)`` through the backend (DDP / FSDP under torchrun)."""
-    if hasattr(backend, "forward"):
-        return backend.forward(fn, *args, **kwargs)
-    return fn(backend.model, *args, **kwargs)
 
 
 def _across_ranks(d, metrics: dict) -> dict:

@@ -2,8 +2,9 @@
 
 The base model is the trained model with its adapter switched off (no second copy); its
 next-token distribution is computed at the assistant positions only, in chunks (see
-``backends/torch/model.token_logps_and_kl``). CE and KL are logged separately, per step and at
-eval, so a user sees how far the voice has pulled the model from its base.
+``Backend.token_logps_and_kl``; torch: ``backends/torch/logps.py``). CE and KL are logged
+separately, per step and at eval, so a user sees how far the voice has pulled the model from its
+base.
 """
 
 from __future__ import annotations
@@ -47,14 +48,13 @@ class KLSFTMethod(SFTMethod):
 def kl_to_base_on(backend, examples, tau: float = 1.0, batch_size: int = 8) -> float:
     """Mean τ²·KL(base ‖ model) per assistant token of ``examples`` (rendered chats), no grad.
     Works for any adapter, so plain SFT and KL-SFT can be compared on held-out data."""
-    import torch
-
+    xp = backend.xp
     kl_sum = tokens = 0.0
-    with torch.no_grad():
+    with backend.no_grad():
         for s in range(0, len(examples), batch_size):
             chunk = examples[s:s + batch_size]
             batch = backend.batch([r.input_ids for r in chunk], [r.loss_mask for r in chunk])
             _, kl = backend.token_logps_and_kl(batch, tau)
-            kl_sum += float(kl.sum())
-            tokens += float(batch["loss_mask"][:, 1:].sum())
+            kl_sum += xp.to_float(xp.sum(kl))
+            tokens += xp.to_float(xp.sum(batch["loss_mask"][:, 1:]))
     return kl_sum / max(tokens, 1.0)

@@ -14,11 +14,9 @@ z = max(0, mean(π_KL − ref_KL)) over the micro-batch, detached.
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import numpy as np
-import torch
 
 from ..data.records import KTORecord
 from ..errors import DataError
@@ -105,10 +103,7 @@ class KTOMethod:
         log(f"kto: scoring completions with the '{backend.group_layout}' layout")
         if self.live:
             return
-        from ..reference import weights_hash
-
-        weights = (backend.weights_hash() if hasattr(backend, "weights_hash")
-                   else weights_hash(backend.model))
+        weights = backend.weights_hash()
         for split, what in ((data.train, "data.train"), (data.eval, "data.eval")):
             attach_reference(backend, self.cfg, split, what, log, weights=weights)
             attach_reference(backend, self.cfg, [g.kl for g in split], what + " KL pairs", log,
@@ -123,30 +118,29 @@ class KTOMethod:
     def weight(groups) -> Norm:
         return Norm(float(sum(len(g.completions) for g in groups)), 0.0)
 
-    def _reference(self, backend, groups, device):
+    def _reference(self, backend, groups, like):
         if self.live:
             return live_reference(backend, groups)
-        return stacked_ref(groups, device)
+        return stacked_ref(groups, backend.xp, like)
 
     def _losses(self, backend, groups, *, step_z: bool = False):
         xp, cfg = backend.xp, self.cfg.kto
         sums, _ = backend.group_logps([g.packed() for g in groups])
         kls = [g.kl for g in groups]
-        with torch.no_grad() if xp.name == "torch" else contextlib.nullcontext():
-            kl_sums, kl_counts = backend.group_logps([g.packed() for g in kls])
+        with backend.no_grad():
+            kl_sums, _ = backend.group_logps([g.packed() for g in kls])
         kl_sums = xp.stop_gradient(kl_sums)
-        ref = self._reference(backend, groups, backend.device)
-        kl_ref = self._reference(backend, kls, backend.device)
+        ref = self._reference(backend, groups, sums)
+        kl_ref = self._reference(backend, kls, kl_sums)
         # scored completions, row-major (host-side index: mlx has no boolean-mask indexing)
         where, kl_where = _scored(groups), _scored(kls)
         z = kto_kl_estimate(xp.take(kl_sums, _flat(kl_where, kl_sums)),
                             xp.take(kl_ref, _flat(kl_where, kl_ref)), xp=xp)
-        d = getattr(backend, "dist", None)
-        if step_z and d is not None:     # torchrun: z over the global micro-batch (as TRL gathers it)
-            diff = (kl_sums - kl_ref)[kl_counts > 0].detach()
-            total, n = d.sum_floats([float(diff.sum()), float(diff.numel())])
-            z = torch.clamp(torch.tensor(total / max(n, 1.0), dtype=diff.dtype, device=diff.device),
-                            min=0.0)
+        d = backend.dist
+        if step_z and d.world_size > 1:   # torchrun: z over the global micro-batch (as TRL gathers it)
+            diff = xp.stop_gradient(xp.take(kl_sums - kl_ref, _flat(kl_where, kl_sums)))
+            total, n = d.sum_floats([xp.to_float(xp.sum(diff)), float(len(kl_where))])
+            z = xp.asarray(max(total / max(n, 1.0), 0.0), like=diff)
         pol = xp.take(sums, _flat(where, sums))
         y = xp.asarray([groups[i].labels[k] for i, k in where], like=pol)
         loss, m = kto_loss(pol, xp.take(ref, _flat(where, ref)), y, z, beta=cfg.beta,
@@ -192,7 +186,7 @@ class KTOMethod:
         return self._means(sums)
 
     def eval_sums(self, backend, groups) -> dict:
-        with torch.no_grad():
+        with backend.no_grad():
             return self._losses(backend, groups)[1]
 
     def eval_metrics(self, sums: dict) -> dict:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from ..errors import DataError
 from ..losses.dpo import dpo_loss, ipo_loss
 from ..losses.orpo import orpo_loss
@@ -88,10 +86,7 @@ class PairMethod:
         log(f"{self.name}: scoring pairs with the '{backend.group_layout}' layout")
         if not self.needs_reference or self.live:
             return
-        from ..reference import weights_hash
-
-        weights = (backend.weights_hash() if hasattr(backend, "weights_hash")   # mlx
-                   else weights_hash(backend.model))
+        weights = backend.weights_hash()
         attach_reference(backend, self.cfg, data.train, "data.train", log, weights=weights)
         attach_reference(backend, self.cfg, data.eval, "data.eval", log, weights=weights)
 
@@ -110,7 +105,7 @@ class PairMethod:
         pc, pr, lc, lr = sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1]
         rc = rr = None
         if self.needs_reference:
-            ref = live_reference(backend, groups) if self.live else stacked_ref(groups, backend.device)
+            ref = live_reference(backend, groups) if self.live else stacked_ref(groups, xp, sums)
             rc, rr = ref[:, 0], ref[:, 1]
         loss, m = self.objective(self.cfg, pc, pr, rc, rr, lc, lr, norm, xp)
         f = xp.to_float
@@ -139,7 +134,7 @@ class PairMethod:
         return {**self._means(sums), "pairs": int(sums.get("pairs", 0))}
 
     def eval_sums(self, backend, groups) -> dict:
-        with torch.no_grad():
+        with backend.no_grad():
             return self._losses(backend, groups, self.eval_norm)[1]
 
     def eval_metrics(self, sums: dict) -> dict:

@@ -1,8 +1,10 @@
 """mlx-lm implementation of the backend: load, LoRA/DoRA, log-probs, generate, save.
 
-The same contract as :mod:`mindprint.backends.torch.model`, so the method objects run unchanged:
-``batch`` → ``token_logps`` / ``token_logps_and_kl`` / ``group_logps`` with ``backend.xp`` ops,
-and ``disabled_adapter`` for reference passes. LoRA uses mlx-lm's own layers; PEFT's
+:class:`MLXBackend` implements :class:`~mindprint.backends.base.Backend` as the torch backend does,
+so the method objects run unchanged: ``batch`` → ``token_logps`` / ``token_logps_and_kl`` /
+``group_logps`` / ``completion_logps`` with ``backend.xp`` ops, and ``disabled_adapter`` for
+reference passes. Gradients are explicit in mlx (``value_and_grad``), so ``no_grad`` is a no-op;
+there is one process (``dist`` is a world of one) and no autocast. LoRA uses mlx-lm's own layers; PEFT's
 ``alpha/r`` becomes mlx-lm's raw ``scale`` and PEFT's initialisation (A uniform in ±1/√in, B = 0)
 is what mlx-lm's layers already do.
 """
@@ -23,7 +25,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ...errors import ModelError
 from ...models import ModelRef
-from ..common import groups_as_rows, load_tokenizer, lora_scale, target_names
+from ..common import LOCAL, groups_as_rows, load_tokenizer, lora_scale, target_names
+from .generate import generate
 
 LORA_LEAVES = ("lora_a", "lora_b", "m")
 
@@ -229,6 +232,7 @@ class MLXBackend:
 
         self.model, self.tokenizer, self.lora = model, tokenizer, lora
         self.xp = xpmod.get("mlx")
+        self.dist = LOCAL
         # what reference caching keys on (never shared with torch's numbers)
         self.device = SimpleNamespace(type=f"mlx-{'cpu' if mx.default_device() == mx.cpu else 'gpu'}")
 
@@ -278,22 +282,24 @@ class MLXBackend:
         return end_of_turn_ids(self.tokenizer)
 
     def sample_completions(self, prompts: list[list[int]], *, n: int, max_new_tokens: int,
-                           temperature: float, top_p: float, seed: int
-                           ) -> list[tuple[list[int], bool]]:
-        """``n`` completions per prompt, batched and KV-cached (:mod:`.sampling`)."""
+                           temperature: float, top_p: float, seed: int,
+                           sampler_dtype: str = "auto") -> list[tuple[list[int], bool]]:
+        """``n`` completions per prompt, batched and KV-cached (:mod:`.sampling`), in the model's
+        own dtype (``sampler_dtype`` is the torch sampler's cast; mlx does not cast)."""
         from .sampling import sample_completions
 
         return sample_completions(self.model, prompts, n=n, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed,
                                   eos=self.eos_ids())
 
-    def completion_logps(self, seqs: list[list[int]], masks: list[list[int]],
+    def completion_logps(self, prompts: list[list[int]], completions: list[list[int]],
                          temperature: float = 1.0, *, entropy: bool = False):
-        """``([B, T] log-probs under softmax(logits / temperature) where the mask is 1 (0
-        elsewhere), the mask [B, T], the entropy summed over those positions or None)``; one
-        padded row per sequence, logits only at masked positions (chunked); the entropy carries
-        no gradient."""
-        batch = self.batch(seqs, masks)
+        """``([B, T] log-probs under softmax(logits / temperature) at the completion tokens (0
+        elsewhere), the completion mask [B, T], the entropy summed over those positions or
+        None)``; one padded row per prompt + completion, logits only at completion positions
+        (chunked); the entropy carries no gradient."""
+        batch = self.batch([list(p) + list(c) for p, c in zip(prompts, completions)],
+                           [[0] * len(p) + [1] * len(c) for p, c in zip(prompts, completions)])
         if batch["n_rows"] == 0:
             return (mx.zeros(batch["input_ids"].shape, dtype=mx.float32), batch["loss_mask"],
                     0.0 if entropy else None)
@@ -311,6 +317,23 @@ class MLXBackend:
                 ent += float(-(mx.exp(lp) * lp).sum().item())
         lp = _scatter(batch, mx.concatenate(sel) if len(sel) > 1 else sel[0])
         return lp, batch["loss_mask"], (ent if entropy else None)
+
+    def no_grad(self):
+        return contextlib.nullcontext()
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def inference(self):
+        """Eval mode (no dropout), the training mode restored after; no gradient is taken outside
+        ``value_and_grad`` anyway."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     @contextlib.contextmanager
     def disabled_adapter(self):
@@ -344,45 +367,8 @@ class MLXBackend:
     def save_adapter(self, path: Path, meta: dict, *, mlx_path: Path | None = None) -> None:
         save_adapter(self.model, self.lora, path, meta, mlx_path=mlx_path)
 
-
-def generate_ids(model, tok, prompts: list[list[dict]], *, max_new_tokens: int = 200,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[list[int]]:
-    """New token ids per chat prompt (KV-cached, one prompt at a time), ending at end-of-turn."""
-    from mlx_lm.generate import generate_step
-    from mlx_lm.sample_utils import make_sampler
-
-    from ...data.render import end_of_turn_ids, render_text
-
-    mx.random.seed(seed)
-    eos = set(end_of_turn_ids(tok))
-    sampler = make_sampler(temp=temperature, top_p=top_p if temperature > 0 else 0.0)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for p in prompts:
-            ids = tok(render_text(tok, p, add_generation_prompt=True),
-                      add_special_tokens=False)["input_ids"]
-            new = []
-            for token, _ in generate_step(mx.array(ids), model, max_tokens=max_new_tokens,
-                                          sampler=sampler):
-                t = int(token)
-                new.append(t)
-                if t in eos:
-                    break
-            out.append(new)
-    finally:
-        model.train(was_training)
-    return out
-
-
-def generate(model, tok, prompts, *, max_new_tokens: int = 200, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, stats: dict | None = None) -> list[str]:
-    new = generate_ids(model, tok, prompts, max_new_tokens=max_new_tokens,
-                       temperature=temperature, top_p=top_p, seed=seed)
-    if stats is not None:
-        stats["new_tokens"] = [len(n) for n in new]
-    return [tok.decode(n, skip_special_tokens=True).strip() for n in new]
+    def load_adapter(self, path: Path) -> None:
+        load_adapter_weights(self.model, path)
 
 
 # -- saving ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Batched, KV-cached sampling for GRPO rollouts on MLX.
 
-The same contract as the torch sampler (:func:`mindprint.methods.grpo.sample_completions`): ``n``
+The same contract as the torch sampler (:func:`mindprint.backends.torch.generate.sample_completions`): ``n``
 completions per prompt, prompt after prompt, each ``(ids up to and including the first end-of-turn
 token, finished)``, seeded without touching the global random stream, ``temperature = 0`` greedy.
 

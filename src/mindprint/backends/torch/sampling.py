@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .onednn import dnn_linear
+
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 
@@ -129,7 +131,7 @@ class FastSampler:
     def __init__(self, base, layers, norm_w, head_w, head_b, embed, rotary, *, packed=False):
         self.base, self.layers, self.norm_w = base, layers, norm_w
         self.head_w, self.head_b, self.embed, self.rotary = head_w, head_b, embed, rotary
-        self.lin = _packed_linear if packed else F.linear     # weights prepacked for oneDNN?
+        self.lin = dnn_linear if packed else F.linear     # weights prepacked for oneDNN?
         cfg = base.config
         self.eps = cfg.rms_norm_eps
         self.nh, self.nkv = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -189,7 +191,7 @@ class FastSampler:
         where a key may be read and -inf elsewhere. Two batched products, the nh / nkv query heads
         of a kv head as the rows of one, with the softmax in float32: the scores are rounded to
         the cache's dtype first, as in transformers' eager attention in bf16 (SDPA's CPU kernel
-        keeps them in float32 but costs about twice as much on ~16 rows). Returns
+        keeps them in float32 but is slower on a decode step's few rows). Returns
         [B, 1, nh·hd] in the weights' dtype."""
         B, nkv, hd, L = kt.shape
         g = self.nh // nkv
@@ -205,7 +207,7 @@ class FastSampler:
     @torch.inference_mode()       # no autograd bookkeeping at all: 6-9 % off a rollout vs no_grad
     def sample(self, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
                top_p: float, seed: int, eos: list[int], pad: int) -> list[tuple[list[int], bool]]:
-        """Like :func:`mindprint.methods.grpo.sample_completions`: ``n`` rows per prompt, each
+        """Like :func:`~.generate.sample_completions`: ``n`` rows per prompt, each
         ``(ids up to and including the first eos, finished)``."""
         dev = self.head_w.device
         P = len(prompts)
@@ -272,10 +274,10 @@ def _pick(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
 
     The nucleus is the smallest prefix of the tokens by falling probability whose mass reaches
     ``top_p`` (a token is dropped when the mass before it exceeds ``top_p``). It is found among
-    the row's ``k`` likeliest tokens (``topk``, k = 64, then ×16) and only falls back to sorting
-    the vocabulary when even those hold less than ``top_p``: sorting 16 rows of 49k costs ~30 ms
-    on a CPU, as much as the decode step itself, the top 64 about 0.6 ms. Same tokens, in the
-    same order, as sorting everything (tokens past the k-th can only be dropped once the first
+    the row's ``k`` likeliest tokens (``topk``, k = 64, then 16 times as many) and only falls
+    back to sorting the vocabulary when even those hold less than ``top_p``: sorting the whole
+    vocabulary costs as much as a decode step, the top 64 a small fraction of it (numbers in
+    benchmarks/RESULTS.md, "Numbers behind code comments"). Same tokens, in the same order, as sorting everything (tokens past the k-th can only be dropped once the first
     k hold more than ``top_p``)."""
     if temperature <= 0:
         return logits.argmax(-1)
@@ -308,16 +310,12 @@ def _inverse_cdf(cdf, u, order):
     return (idx if order is None else order.gather(-1, idx)).squeeze(1)
 
 
-def _packed_linear(x, w, b):
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-
-
 def _packer(dtype, device):
     """``pack(weight)`` for oneDNN's linear on a CPU in bfloat16, or None (elsewhere, or when
     this torch build lacks the ops or they disagree with F.linear on a probe). A bf16 weight used
     as is gets reordered into oneDNN's blocked layout on every call; packed once per rollout, a
-    decode step's products are ~25 % faster (the LM head: 8.0 → 5.5 ms on 16 rows), with
-    identical results."""
+    decode step's products are faster (benchmarks/RESULTS.md, "Numbers behind code comments"),
+    with identical results."""
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
     try:
@@ -325,7 +323,7 @@ def _packer(dtype, device):
         g = torch.Generator().manual_seed(0)
         w = torch.randn(24, 32, generator=g).to(dtype)
         x = torch.randn(3, 2, 32, generator=g).to(dtype)
-        if not torch.allclose(_packed_linear(x, reorder(w, 16), None).float(),
+        if not torch.allclose(dnn_linear(x, reorder(w, 16), None).float(),
                               F.linear(x, w).float(), rtol=1e-2, atol=1e-2):
             return None
     except (AttributeError, RuntimeError):

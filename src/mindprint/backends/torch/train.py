@@ -34,8 +34,11 @@ from ...progress import TrainProgress
 from ...tracking import CallbackList, RunInfo, default_callbacks
 from ..common import lr_lambda  # noqa: F401  (shared with the mlx loop)
 from . import dist as D
-from .model import (TorchBackend, add_lora, apply_liger, atomic_dir, load_adapter_weights,
-                    load_base, pick_device, pick_dtype, save_adapter)
+from ..common import atomic_dir
+from .adapters import load_adapter_weights, save_adapter
+from .backend import TorchBackend
+from .load import apply_liger, load_base, pick_device, pick_dtype
+from .lora import add_lora
 
 
 def make_optimizer(params, t, *, fused: bool = True) -> torch.optim.Optimizer:
