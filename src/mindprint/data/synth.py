@@ -168,21 +168,23 @@ def synth(path, out, *, ask: Ask | None = None, model: str | None = None,
                           device=device, total=len(passages))
         log(f"asking {model or 'the bundled model'} for the questions ({len(passages)} passages)")
     written = 0
-    with atomic_output(out) as f:
-        for i in range(0, len(passages), max(batch_size, 1)):
-            batch = passages[i: i + batch_size]
-            raw = ask([INSTRUCTION.format(passage=p) for p, _ in batch])
-            for (passage, where), gen in zip(batch, raw):
-                q = question_of(gen, passage)
-                if q is None:
-                    drops.add("generated question empty or unusable", where)
-                    continue
-                write_record(f, {"messages": [{"role": "user", "content": q},
-                                              {"role": "assistant", "content": passage}]})
-                written += 1
-        if not written:
-            raise DataError(f"{path}: nothing to write; no passage got a usable question")
-    for line in drops.lines("passage"):
-        log(line)
+    try:
+        with atomic_output(out) as f:
+            for i in range(0, len(passages), max(batch_size, 1)):
+                batch = passages[i: i + batch_size]
+                raw = ask([INSTRUCTION.format(passage=p) for p, _ in batch])
+                for (passage, where), gen in zip(batch, raw):
+                    q = question_of(gen, passage)
+                    if q is None:
+                        drops.add("generated question empty or unusable", where)
+                        continue
+                    write_record(f, {"messages": [{"role": "user", "content": q},
+                                                  {"role": "assistant", "content": passage}]})
+                    written += 1
+            if not written:   # raised inside the block, so no empty file replaces anything
+                raise DataError(f"{path}: nothing to write; no passage got a usable question")
+    finally:
+        for line in drops.lines("passage"):
+            log(line)
     log(f"wrote {written} chat records ({len(passages)} passages) to {out}")
     return SynthResult(out, written, drops)

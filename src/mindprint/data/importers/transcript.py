@@ -9,8 +9,9 @@ Layouts understood (mixed freely within one file):
   ``Name  00:03`` (or ``Name 0:03:12``) and the words follow on the next lines;
 * stage directions in brackets (``[laughs]``, ``(inaudible)``) are removed.
 
-A label counts as a speaker only when it appears at least twice in the file (``Q``/``A`` at
-least once), so a stray "Note: …" inside an answer stays part of the answer. Text before the
+A label counts as a speaker when it appears at least twice in the file, or once when it is
+explicit (bold, timestamped, a header line) or ``Q``/``A``, so a stray "Note: …" inside an answer
+stays part of the answer (a file where no label repeats takes every label as a speaker). Text before the
 first speaker (a title, a date) is dropped and counted.
 """
 
@@ -69,7 +70,8 @@ def _tidy(text: str) -> str:
 def parse(path: str, drops: Drops) -> Imported:
     text = read_text(path)
     lines = text.split("\n")
-    names = speakers(lines)
+    # a two-line exchange has no repeated label: then every label is taken as a speaker
+    names = speakers(lines) or {lab[0] for line in lines if (lab := _label(line))}
     if not names:
         raise DataError(f"{path}: no speaker labels found (expected lines like 'Name: text' or "
                         "'Q: …'); pass --from prose to import it as prose")
