@@ -388,6 +388,19 @@ def test_csv_columns_mapping_and_errors(tmp_path):
         parse_columns("antwort=Antwort")
 
 
+def test_csv_cells_that_look_like_json(tmp_path):
+    turns = json.dumps(msgs((U, "Sort [3, 1, 2]?"), (A, "[1, 2, 3]"), (U, "And as a dict?")))
+    path = _csv(tmp_path / "code.csv", ["prompt", "completion"], [
+        ["Print an empty dict.", "{}  # that is all"],
+        ["Give a list.", "[1, 2, 3]"],
+        [turns, '{"sorted": [1, 2, 3]}']])
+    res = load_jsonl(path)
+    assert [r.messages[-1].content for r in res.records] == ["{}  # that is all", "[1, 2, 3]",
+                                                             '{"sorted": [1, 2, 3]}']
+    # a cell holding a JSON list of turns is a conversation; its earlier answer is context
+    assert [(m.role, m.weight) for m in res.records[2].messages] == [(U, None), (A, 0), (U, None), (A, None)]
+
+
 def test_parquet_with_message_lists(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

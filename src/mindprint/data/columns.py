@@ -23,8 +23,9 @@ completion; for RL prompts with a reference answer map it explicitly (``answer=a
 ``--columns KEY=COLUMN,...`` maps explicitly and wins over the table.
 
 Cells: an empty cell (or a null) is an absent value; in text tables a ``label`` of
-true/false/yes/no/1/0 is a boolean, and a cell of a list-valued key (messages, conversations,
-history, tools, a message-list prompt) holding JSON is parsed. Columns that fill no key are
+true/false/yes/no/1/0 is a boolean; a cell of a list-valued key (messages, conversations,
+history, tools) must hold JSON; a prompt/completion/chosen/rejected cell is a message list only if
+it parses as a JSON list of turns, else it is text. Columns that fill no key are
 noted once per row (``column 'id': not used``), never silently ignored.
 """
 
@@ -43,8 +44,12 @@ SYNONYMS_PLAIN = (("prompt", ("prompt", "question", "query", "user", "human", "i
                   ("completion", ("completion", *ANSWERS, "output")))
 SYNONYMS_ALWAYS = (("label", ("label", "kto_tag")), ("system", ("system", "system_prompt")),
                    ("topic", ("topic", "category")))
-JSON_KEYS = {"messages", "conversations", "history", "tools", "prompt", "chosen", "rejected",
-             "completion", "input", "preferred_output", "non_preferred_output"}
+# keys whose value is never plain text: a text cell there must hold JSON
+JSON_KEYS = {"messages", "conversations", "history", "tools", "preferred_output",
+             "non_preferred_output"}
+# keys that are text or a message list: a cell is a message list only if it parses as one
+# (an answer may well start with "[" or "{" — code, a quoted list)
+MAYBE_MESSAGES = {"prompt", "chosen", "rejected", "completion"}
 TRUE, FALSE = {"true", "yes", "1", "1.0"}, {"false", "no", "0", "0.0"}
 
 
@@ -63,6 +68,17 @@ def parse_columns(spec: str | None) -> dict[str, str] | None:
                             f"{', '.join(sorted(VOCABULARY))}")
         out[key] = col
     return out
+
+
+def _messages_or_text(cell: str):
+    """A cell's message list ([{"role", "content"}, ...] as JSON), else the cell's text."""
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return cell
+    is_turns = isinstance(value, list) and value and all(
+        isinstance(m, dict) and ("role" in m or "from" in m) for m in value)
+    return value if is_turns else cell
 
 
 class Table:
@@ -113,10 +129,12 @@ class Table:
             if isinstance(value, str) and key == "label":
                 low = value.strip().lower()
                 value = True if low in TRUE else False if low in FALSE else value
-            elif isinstance(value, str) and key in JSON_KEYS and value.lstrip()[:1] in ("[", "{"):
+            elif isinstance(value, str) and key in JSON_KEYS:
                 try:
                     value = json.loads(value)
                 except json.JSONDecodeError as err:
-                    raise Problem(key, f"column {col!r} looks like JSON but is not: {err.msg}") from None
+                    raise Problem(key, f"column {col!r} must hold JSON here: {err.msg}") from None
+            elif isinstance(value, str) and key in MAYBE_MESSAGES and value.lstrip()[:1] == "[":
+                value = _messages_or_text(value)
             obj[key] = value
         return obj, [c for c in self.unused if row.get(c) not in (None, "")]
