@@ -83,6 +83,7 @@ def _mlx_namespace() -> SimpleNamespace:
         take=lambda x, idx: mx.take(x.reshape(-1), mx.array(list(idx), dtype=mx.int32)),
         asarray=lambda values, like: mx.array(values, dtype=like.dtype),
         to_numpy=lambda x: np.array(mx.stop_gradient(x).astype(mx.float32)),
+        float64=lambda values: mx.array(values, dtype=mx.float64),    # CPU-only dtype in mlx
     )
 
 
