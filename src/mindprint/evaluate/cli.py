@@ -35,6 +35,16 @@ def add_parsers(sub) -> None:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set eval.max_new_tokens=64")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    v = e.add_argument_group("mindprint eval voice-score --person FILE... --texts FILE... [--json]",
+                             "how much texts sound like the person: a verifier fitted on the "
+                             "person's answers scores each text (0-1), by style, not topic")
+    v.add_argument("--person", action="append", metavar="FILE", help="the person's answers "
+                   "(chat/prompt/text/... data or .txt lines; repeatable)")
+    v.add_argument("--texts", action="append", metavar="FILE", help="texts to score, one score per "
+                   "record (a chat record's last answer) or .txt line, in order (repeatable)")
+    v.add_argument("--background", action="append", metavar="FILE", help="more not-the-person "
+                   "answers (e.g. the base model's) besides the bundled background (repeatable)")
+    v.add_argument("--json", action="store_true", help='{"scores": [...], "verifier_auc": ...}')
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("compare", help="answers of the base model and each adapter side by side "
@@ -103,7 +113,21 @@ def build_job(args):
                    adapter=args.adapter, device=args.device)
 
 
+VOICE_SCORE = "voice-score"
+
+
 def cmd_eval(args) -> int:
+    voice = (args.person, args.texts, args.background, args.json or None)
+    if args.config == VOICE_SCORE:
+        if not args.person or not args.texts:
+            raise ConfigError("eval voice-score needs --person FILE (the person's answers) and "
+                              "--texts FILE (what to score)")
+        from .voicescore import cmd_voice_score
+
+        return cmd_voice_score(args)
+    if any(x is not None for x in voice):
+        raise ConfigError("--person, --texts, --background and --json belong to "
+                          "'mindprint eval voice-score'")
     from ..backends.torch.process import configure_process
     from .runner import run_eval, summary_lines
 
