@@ -1,0 +1,160 @@
+"""Measurements behind the voice verifier (src/mindprint/measures/voice.py); numbers go to
+RESULTS.md under "Voice score".
+
+For each persona (the bundled one and the test fixtures under tests/evaluate/fixtures/voices/):
+
+* held-out AUCs: 5 folds over the person's answers; a verifier fitted on 4/5 of them plus the
+  bundled background scores the held-out fifth, the generic-assistant answers and another
+  person's answers to the same questions (never seen in fitting);
+* topic sway: fitted on the person's answers of one topic only, it scores the person's answers
+  on the other topic against another person's answers on the fitted topic (same questions).
+  AUC > 0.5 means the voice wins over the topic; a content model scores < 0.5 here.
+
+Run: .venv/bin/python benchmarks/voice_score.py [--minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import KFold
+
+from mindprint.measures import voice as V
+from mindprint.measures.features import WORD_RE
+
+ROOT = Path(__file__).resolve().parents[1]
+FX = ROOT / "tests/evaluate/fixtures/voices"
+
+
+def answers(path, topic=None):
+    out = []
+    for ln in open(path, encoding="utf-8"):
+        r = json.loads(ln)
+        if topic is None or r.get("topic") == topic:
+            out.append(r["messages"][-1]["content"])
+    return out
+
+
+def personas():
+    names = ["marguerite", "jaz", "rolf"]
+    for i, n in enumerate(names):
+        other = names[(i + 1) % len(names)]
+        yield (n, answers(FX / f"{n}.jsonl"), answers(FX / f"{other}.jsonl"),
+               answers(FX / "generic.jsonl"),
+               {t: answers(FX / f"{n}.jsonl", t) for t in ("home", "work")},
+               {t: answers(FX / f"{other}.jsonl", t) for t in ("home", "work")})
+    train = answers(ROOT / "examples/data/persona_train.jsonl")
+    ev = answers(ROOT / "examples/data/persona_eval.jsonl")
+    by = {t: answers(ROOT / "examples/data/persona_train.jsonl", t) for t in ("cycles", "craft")}
+    yield ("bundled", train + ev, answers(FX / "persona_other.jsonl"),
+           answers(FX / "persona_generic.jsonl"), by, None)
+
+
+class Delta:
+    """Cosine Delta (Smith & Aldridge 2011): z-scored frequencies of the most frequent words,
+    cosine to the person's centroid minus cosine to the background's."""
+
+    def __init__(self, n=300):
+        self.n = n
+
+    def fit(self, texts, y):
+        self.vec = TfidfVectorizer(token_pattern=WORD_RE.pattern, lowercase=True, use_idf=False,
+                                   norm="l1", max_features=self.n).fit(texts)
+        x = self.vec.transform(texts).toarray()
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-9
+        z = (x - self.mu) / self.sd
+        y = np.asarray(y)
+        self.c1, self.c0 = z[y == 1].mean(0), z[y == 0].mean(0)
+        return self
+
+    def predict(self, texts):
+        z = (self.vec.transform(texts).toarray() - self.mu) / self.sd
+        cos = lambda c: z @ c / (np.linalg.norm(z, axis=1) * np.linalg.norm(c) + 1e-9)  # noqa
+        return cos(self.c1) - cos(self.c0)
+
+
+def make(kind):
+    if kind == "delta":
+        return Delta()
+    m = V._model(kind)
+    m.predict = lambda t, m=m: m.predict_proba(t)[:, 1]
+    return m
+
+
+def auc(pos, neg):
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), list(pos) + list(neg)))
+
+
+def evaluate(kind, person, other, generic, by_topic, bg):
+    s_p, s_o, s_g = [], [], []
+    for tr, te in KFold(5, shuffle=True, random_state=0).split(person):
+        m = make(kind).fit([person[i] for i in tr] + bg, [1] * len(tr) + [0] * len(bg))
+        s_p += list(m.predict([person[i] for i in te]))
+        s_o.append(m.predict(other))
+        s_g.append(m.predict(generic))
+    s_o, s_g = np.mean(s_o, 0), np.mean(s_g, 0)
+    row = {"vs_generic": auc(s_p, s_g), "vs_other": auc(s_p, s_o)}
+    topics = list(by_topic)
+    if topics and by_topic and len(topics) == 2:
+        a, b = topics
+        m = make(kind).fit(by_topic[a] + bg, [1] * len(by_topic[a]) + [0] * len(bg))
+        row["topic_sway"] = auc(m.predict(by_topic[b]), m.predict(other_topic(a)))
+    return row
+
+
+OTHER_TOPIC: dict = {}
+
+
+def other_topic(t):
+    return OTHER_TOPIC[t]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minilm", action="store_true", help="also the MiniLM content baseline")
+    args = ap.parse_args()
+    bg = V.background_texts()
+    kinds = list(V.FEATURE_SETS) + ["delta"]
+    rows = {}
+    for name, person, other, generic, by_topic, other_by in personas():
+        OTHER_TOPIC.clear()
+        if other_by:
+            OTHER_TOPIC.update(other_by)
+        else:
+            by_topic = {}
+        for kind in kinds:
+            t0 = time.perf_counter()
+            rows[(name, kind)] = {**evaluate(kind, person, other, generic, by_topic, bg),
+                                  "s": time.perf_counter() - t0}
+            print(name, kind, {k: round(v, 3) for k, v in rows[(name, kind)].items()},
+                  file=sys.stderr)
+        t0 = time.perf_counter()
+        ho = V.held_out_auc(person, bg)
+        print(name, "held_out", round(ho["auc"], 3), ho["curve"], ho["warning"],
+              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        if args.minilm and other_by:
+            from mindprint.measures.embed import embed
+
+            # content_similarity's way: cosine to the person's answer paired with each text
+            # (the other person: the same question; the person: a question of the other topic)
+            for a, b in (list(by_topic), list(by_topic)[::-1]):
+                ref = embed(by_topic[a])
+                sim = lambda t: (embed(t) * ref).sum(1)  # noqa: E731
+                print(name, f"minilm topic_sway fit={a}", round(auc(sim(by_topic[b]), sim(other_by[a])), 3),
+                      file=sys.stderr)
+    print("| persona | features | AUC vs generic | AUC vs other person | topic sway AUC | s |")
+    print("|---|---|---|---|---|---|")
+    for (name, kind), r in rows.items():
+        ts = f"{r['topic_sway']:.3f}" if "topic_sway" in r else "–"
+        print(f"| {name} | {kind} | {r['vs_generic']:.3f} | {r['vs_other']:.3f} | {ts} | {r['s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
