@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config_paths import ConfigPathWarning, absolute_paths, resolve_file_paths  # noqa: F401
 from .errors import ConfigError
 from .registry import NAMES as METHODS     # the one list of methods (mindprint.registry)
+from .reward_names import RENAMED as RENAMED_REWARDS
 from .reward_names import check_name as check_reward_name
 
 BACKENDS = ("torch", "mlx")
@@ -29,6 +31,19 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RenamedWarning(ConfigPathWarning):
+    """A config uses a name that was renamed; it still works (shown like the path warnings)."""
+
+
+def _renamed(name: str, table: dict[str, str], what: str) -> str:
+    """``table[name]`` with a warning when ``name`` is an old name, else ``name``."""
+    if name in table:
+        warnings.warn(f"{what} '{name}' is now called '{table[name]}' (the old name still works)",
+                      RenamedWarning, stacklevel=2)
+        return table[name]
+    return name
 
 
 class ModelConfig(_Section):
@@ -211,16 +226,19 @@ class GRPOConfig(_Section):
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="grpo: divide centred rewards by the group's std, the batch's std, or "
         "nothing")
-    rewards: list[str] = Field(default_factory=lambda: ["voice_fidelity"], min_length=1,
-                               description="grpo: reward functions — voice_fidelity, "
-                               "answer_similarity, length, format, banned_phrases, or "
-                               "\"package.module:function\"")
+    rewards: list[str] = Field(default_factory=lambda: ["content_similarity"], min_length=1,
+                               description="grpo: reward functions — content_similarity (was "
+                               "voice_fidelity), voice_match, answer_similarity, length, format, "
+                               "banned_phrases, or \"package.module:function\"")
     reward_weights: list[float] | None = Field(None, description="grpo: one weight per reward "
                                                "(null: all 1)")
     length_range: tuple[int, int] = Field((20, 80), description="grpo: the `length` reward's "
                                           "target range in words (1 inside, falling off outside)")
     format_pattern: str | None = Field(None, description="grpo: the `format` reward's regular "
                                        "expression (1 when re.search finds it, else 0)")
+    voice_person: list[str] = Field(default_factory=list, description="grpo: the voice_match "
+                                    "reward's files of the person's answers (its verifier is "
+                                    "fitted on them); empty: data.train")
     similarity: Literal["f1", "rouge_l"] = Field("f1", description="grpo: the answer_similarity "
                                                  "reward's measure against `answer` (token F1 or "
                                                  "ROUGE-L F)")
@@ -265,6 +283,7 @@ class GRPOConfig(_Section):
     @field_validator("rewards")
     @classmethod
     def _known_rewards(cls, v: list) -> list:
+        v = [_renamed(n, RENAMED_REWARDS, "grpo.rewards: reward") for n in v]
         for name in v:
             check_reward_name(name)
         return v
@@ -328,12 +347,17 @@ class EvalConfig(_Section):
 
 
 class GateConfig(_Section):
-    min_voice_fidelity: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
-                                             "lowest voice fidelity on the topic's held-out split "
-                                             "(null: no threshold)")
+    min_content_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum "
+                                                 "gate: lowest content similarity (MiniLM cosine to "
+                                                 "the reference; was min_voice_fidelity) on the "
+                                                 "topic's held-out split (null: no threshold)")
+    min_voice_match: float | None = Field(None, ge=0.0, le=1.0, description="curriculum gate: "
+                                          "lowest voice match (mean P the answer is the person's, "
+                                          "the voice verifier) on the topic's held-out split "
+                                          "(null: no threshold)")
     min_gain_over_base: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
-                                             "voice fidelity must beat the base model's on the same "
-                                             "split by at least this much (null: no check)")
+                                             "content similarity must beat the base model's on the "
+                                             "same split by at least this much (null: no check)")
     min_pref_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="curriculum gate: "
                                             "lowest preference accuracy where the topic has held-out "
                                             "pairs (null: no threshold)")
@@ -343,6 +367,20 @@ class GateConfig(_Section):
     max_retries: int = Field(1, ge=0, description="retries of a failed topic (on_fail: retry)")
     retry_steps: int | None = Field(None, ge=1, description="extra steps per retry (default: half "
                                     "the topic's steps)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            both = [k for k in RENAMED_GATE_KEYS if k in v and RENAMED_GATE_KEYS[k] in v]
+            if both:
+                raise ValueError(f"give {RENAMED_GATE_KEYS[both[0]]} or its old name {both[0]}, "
+                                 "not both")
+            v = {_renamed(k, RENAMED_GATE_KEYS, "curriculum gate key"): x for k, x in v.items()}
+        return v
+
+
+RENAMED_GATE_KEYS = {"min_voice_fidelity": "min_content_similarity"}
 
 
 class TopicConfig(_Section):
@@ -454,6 +492,8 @@ class Config(_Section):
     def _cross_checks(self) -> "Config":
         if self.train.eval_batch_size is None:
             object.__setattr__(self.train, "eval_batch_size", self.train.batch_size)
+        if "voice_match" in self.grpo.rewards and not self.grpo.voice_person:
+            object.__setattr__(self.grpo, "voice_person", list(self.data.train))
         return self
 
     def to_dict(self) -> dict:

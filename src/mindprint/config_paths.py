@@ -6,7 +6,7 @@ directory and can travel with its data. Paths given on the command line (``--set
 ``MINDPRINT_*`` variables) stay relative to the current directory, like any other CLI argument.
 
 Keys resolved against the config file's directory (:data:`DATA_KEYS`): ``data.train``,
-``data.eval``, ``eval.prompts``, ``eval.chat``, ``eval.preference`` and each curriculum topic's
+``data.eval``, ``eval.prompts``, ``eval.chat``, ``eval.preference``, ``grpo.voice_person`` and each curriculum topic's
 ``data`` and ``eval``. ``model.name`` is resolved there only when that path exists, since
 ``org/name`` may equally be a hub id.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 # (section, key) pairs whose values are data files (a string or a list of strings)
 DATA_KEYS = (("data", "train"), ("data", "eval"), ("eval", "prompts"), ("eval", "chat"),
-             ("eval", "preference"))
+             ("eval", "preference"), ("grpo", "voice_person"))
 TOPIC_KEYS = ("data", "eval")
 
 

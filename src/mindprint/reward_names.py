@@ -2,7 +2,7 @@
 
 A leaf (standard library only), so that :mod:`mindprint.config` can validate a config's reward
 names without importing the reward functions (:mod:`mindprint.rewards.builtin`), which sit above
-the backends (the voice-fidelity reward loads a sentence-embedding model). Add a built-in reward
+the backends (the content-similarity reward loads a sentence-embedding model). Add a built-in reward
 here and in :data:`mindprint.rewards.builtin.MAKERS`; a test checks that the two agree.
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import difflib
 
-BUILTINS = ("voice_fidelity", "answer_similarity", "length", "format", "banned_phrases")
+BUILTINS = ("content_similarity", "voice_match", "answer_similarity", "length", "format",
+            "banned_phrases")
+# old name -> new name; config accepts the old name with a warning and stores the new one
+RENAMED = {"voice_fidelity": "content_similarity"}
 
 
 def check_name(name: str) -> None:

@@ -22,7 +22,7 @@ def test_curriculum_example_shortened(tmp_path, bundled_model_dir):
                              EXAMPLES / "curriculum.yaml")
     topics = raw["curriculum"]["topics"]
     raw["curriculum"]["topics"] = [dict(topics[0], steps=6), dict(topics[1], steps=3)]
-    raw["curriculum"]["gate"] = {"min_voice_fidelity": None}
+    raw["curriculum"]["gate"] = {"min_content_similarity": None}
     raw["data"]["max_length"] = 128
     raw["eval"].update(max_prompts=2, max_new_tokens=16, max_records=4)
     raw["output_dir"] = str(tmp_path / "run")
@@ -37,7 +37,7 @@ def test_curriculum_example_shortened(tmp_path, bundled_model_dir):
     for t in s["topics"]:
         ev = t["eval"]
         assert t["status"] == "done" and ev["n_prompts"] == 2
-        assert 0 < ev["voice_fidelity"] <= 1 and 0 < ev["base_voice_fidelity"] <= 1
+        assert 0 < ev["content_similarity"] <= 1 and 0 < ev["base_content_similarity"] <= 1
         assert ev["perplexity"] < ev["base_perplexity"]       # the topic's held-out answers
     second = tmp_path / "run" / "topics" / "02-psychology"
     rows = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]

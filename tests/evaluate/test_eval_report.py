@@ -23,7 +23,8 @@ def api_report(tiny_adapter, tmp_path_factory):
     cfg = EvalConfig(prompts=[str(PERSONA / "prompts_eval.jsonl")],
                      chat=[str(PERSONA / "persona_eval.jsonl")],
                      preference=[str(PERSONA / "preference_eval.jsonl")], **SETTINGS)
-    return out, run_eval(EvalJob(cfg, out, adapter=tiny_adapter, max_length=256))
+    return out, run_eval(EvalJob(cfg, out, adapter=tiny_adapter, max_length=256,
+                                 person=[str(PERSONA / "persona_train.jsonl")]))
 
 
 def test_report_numbers_are_sane(api_report):
@@ -32,7 +33,10 @@ def test_report_numbers_are_sane(api_report):
     assert r["data"]["n_prompts"] == 3 and r["data"]["n_chat"] == 4 and r["data"]["n_pairs"] == 4
     for v in ("base", "tuned"):
         s = r["summary"][v]
-        assert -1.0 <= s["voice_fidelity"] <= 1.0
+        assert -1.0 <= s["content_similarity"] <= 1.0
+        # the tiny random model's answers do not sound like the persona
+        assert 0.0 <= s["voice_match"] < 0.5 and 0.0 <= s["voice_attribution"] <= 1.0
+        assert s["verifier_auc"] == r["voice_score"]["verifier_auc"] >= 0.9
         assert s["perplexity"] > 1.0 and math.isclose(s["perplexity"], math.exp(s["nll"]))
         assert 0.0 <= s["logp_accuracy"] <= 1.0 and 0.0 <= s["avg_logp_accuracy"] <= 1.0
         assert 0.0 <= s["markdown_adherence"] <= 1.0
@@ -44,7 +48,9 @@ def test_report_numbers_are_sane(api_report):
     row = r["voice"][0]
     assert row["reference"].startswith("Zoom out.")
     assert set(row["answers"]) == {"base", "tuned"}
-    assert {"text", "similarity", "words", "tokens", "list", "heading", "banned"} <= set(row["answers"]["base"])
+    assert {"text", "similarity", "voice_p", "words", "tokens", "list", "heading", "banned"} <= set(row["answers"]["base"])
+    assert r["voice_score"]["person"] == [str(PERSONA / "persona_train.jsonl")]
+    assert r["voice_score"]["n_person"] == 176 and r["voice_score"]["warning"] is None
     assert len(r["preference"]) == 4 and "margin" in r["preference"][0]["tuned"]
     assert len(r["perplexity"]) == 4 and {"base", "tuned"} <= set(r["perplexity"][0])
 
@@ -53,8 +59,9 @@ def test_report_files(api_report):
     out, r = api_report
     assert json.loads((out / "report.json").read_text())["summary"] == r["summary"]
     html = (out / "report.html").read_text()
-    assert "voice fidelity" in html and "<svg" in html and "tuned − base" in html
-    for stem in ("summary", "voice_fidelity", "answer_length"):
+    assert "voice match" in html and "content similarity" in html and "held-out AUC" in html
+    assert "<svg" in html and "tuned − base" in html
+    for stem in ("summary", "content_similarity", "answer_length"):
         assert (out / "plots" / f"{stem}.png").stat().st_size > 1000
         assert (out / "plots" / f"{stem}.svg").is_file()
 
@@ -83,7 +90,7 @@ def test_cli_with_a_config_gives_the_same_report(api_report, tiny_adapter, tiny_
     assert r2["data"]["chat"] == [str(PERSONA / "persona_eval.jsonl")]
     assert _strip_timing(r2) == _strip_timing(json.loads((out / "report.json").read_text()))
     # the plots are byte-identical too
-    for name in ("summary.svg", "voice_fidelity.png"):
+    for name in ("summary.svg", "content_similarity.png"):
         assert (out2 / "plots" / name).read_bytes() == (out / "plots" / name).read_bytes()
 
 

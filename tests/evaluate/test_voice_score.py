@@ -9,6 +9,7 @@ questions of examples/data/persona_eval.jsonl. Pure scikit-learn on text: no mod
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
 from mindprint.cli import main
+from mindprint.config import GateConfig, RenamedWarning
+from mindprint.curriculum.gate import gate_result
 from mindprint.errors import DataError
 from mindprint.measures.features import DENSE_NAMES, dense_features, mask_content
 from mindprint.measures.voice import MIN_PERSON, VoiceVerifier, background_texts, held_out_auc
@@ -193,3 +196,18 @@ def test_cli_voice_score_lines_and_errors(capsys, tmp_path):
     assert main(["eval", "--json"]) == 2
     assert "voice-score" in capsys.readouterr().err
     assert main(["eval", "voice-score", "--person", str(tmp_path / "nope.jsonl"), "--texts", str(t)]) == 2
+
+
+def test_gate_reads_voice_match_and_the_renamed_content_key():
+    ev = {"voice_match": 0.4, "base_voice_match": 0.1, "content_similarity": 0.7,
+          "base_content_similarity": 0.6}
+    assert gate_result(GateConfig(min_voice_match=0.3), ev) == []
+    assert gate_result(GateConfig(min_voice_match=0.5), ev) == ["voice match 0.4000 < min_voice_match 0.5"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        old = GateConfig.model_validate({"min_voice_fidelity": 0.8})
+    assert any(issubclass(x.category, RenamedWarning) for x in w)
+    assert old.min_content_similarity == 0.8
+    assert gate_result(old, ev) == ["content similarity 0.7000 < min_content_similarity 0.8"]
+    assert "no held-out answers to measure voice match" in gate_result(
+        GateConfig(min_voice_match=0.1), {})[0]

@@ -30,7 +30,7 @@ def test_tuned_sounds_more_like_the_persona(adapter, capsys):
     r = json.loads((out / "report.json").read_text())
     base, tuned = r["summary"]["base"], r["summary"]["tuned"]
     print(json.dumps({"base": base, "tuned": tuned}, indent=1))
-    assert tuned["voice_fidelity"] > base["voice_fidelity"]
+    assert tuned["content_similarity"] > base["content_similarity"]
     assert tuned["perplexity"] < base["perplexity"]
     assert tuned["implicit_accuracy"] > 0.5
     assert (out / "report.html").is_file()

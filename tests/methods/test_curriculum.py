@@ -92,7 +92,7 @@ def test_config_errors_name_the_key():
         C.from_dict({**base, "curriculum": {"topics": [{"name": "a", "overrides": {"train.lrr": 1}}]}})
     with pytest.raises(ConfigError, match="unique"):
         C.from_dict({**base, "curriculum": {"topics": [{"name": "a"}, {"name": "a"}]}})
-    with pytest.raises(ConfigError, match="did you mean 'curriculum.gate.min_voice_fidelity'|min_voice"):
+    with pytest.raises(ConfigError, match="did you mean 'curriculum.gate.min_voice_match'|min_voice"):
         C.from_dict({**base, "curriculum": {"topics": [{"name": "a"}],
                                             "gate": {"min_voice_fidelty": 0.3}}})
     # a curriculum whose topics bring their own files needs no data.train
@@ -128,10 +128,11 @@ def test_two_topics_carry_one_adapter_with_replay(tiny_model_dir, topic_files, t
     for r in summary["topics"]:
         assert r["status"] == "done"
         assert 0 < r["eval"]["n_prompts"] <= 2
-        assert isinstance(r["eval"]["voice_fidelity"], float)
-        assert isinstance(r["eval"]["base_voice_fidelity"], float)
+        assert isinstance(r["eval"]["content_similarity"], float)
+        assert isinstance(r["eval"]["base_content_similarity"], float)
+        assert 0 <= r["eval"]["voice_match"] <= 1 and 0 <= r["eval"]["base_voice_match"] <= 1
         assert r["eval"]["perplexity"] > 0
-    assert (out / "curriculum-plots" / "voice_fidelity.svg").exists()
+    assert (out / "curriculum-plots" / "content_similarity.svg").exists()
     assert "curriculum-plots/loss.svg" in (out / "curriculum.html").read_text()
     table = (out / "curriculum.md").read_text()
     assert "| markets | sft | done | 3 |" in table and "| habits | kl_sft | done | 2 |" in table
@@ -158,7 +159,7 @@ def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_
     assert _max_diff(a1, _adapter(t2 / "adapter")) < 1e-6      # topic 2 started from topic 1
     assert _max_diff(_adapter(t2 / "adapter"), _adapter(out / "adapter")) == 0.0
     assert isinstance(json.loads((out / "curriculum_summary.json").read_text())["topics"][1]
-                      ["eval"]["voice_fidelity"], float)
+                      ["eval"]["content_similarity"], float)
 
 
 def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys,
@@ -184,13 +185,16 @@ def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files
 def test_gate(on_fail, tiny_model_dir, topic_files, tmp_path):
     train, ev = topic_files
     out = tmp_path / on_fail
-    gate = {"min_voice_fidelity": 0.999, "on_fail": on_fail, "max_retries": 1, "retry_steps": 2}
+    # the voice verifier's gate, and (retry) the content gate under its old name min_voice_fidelity
+    key, label = ("min_voice_fidelity", "content similarity") if on_fail == "retry" else \
+        ("min_voice_match", "voice match")
+    gate = {key: 0.999, "on_fail": on_fail, "max_retries": 1, "retry_steps": 2}
     cfg = C.from_dict(raw_cfg(tiny_model_dir, train, ev, str(out),
                               [{"name": "markets", "steps": 2}, {"name": "habits", "steps": 1}],
                               gate=gate))
     s = run_curriculum(cfg, log=lambda _: None)
     first, second = s["topics"]
-    assert "voice fidelity" in first["gate_failures"][0]
+    assert label in first["gate_failures"][0]
     if on_fail == "continue":
         assert first["status"] == "failed" and second["status"] == "failed"
         assert s["stopped_at"] is None
@@ -240,7 +244,7 @@ def test_killed_curriculum_resumes_at_the_right_topic_and_step(tiny_model_dir, t
 
 def test_grpo_topic_trains_on_the_topics_answers_as_prompts(tiny_model_dir, topic_files, tmp_path):
     """A GRPO topic after an SFT topic: its chats become prompts whose reference answer is the
-    person's reply (what voice_fidelity scores), and it continues the same adapter."""
+    person's reply (what content_similarity scores), and it continues the same adapter."""
     train, ev = topic_files
     out = tmp_path / "cur"
     topics = [{"name": "markets", "steps": 2},

@@ -3,6 +3,7 @@
 import re
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -52,14 +53,34 @@ def test_builtins_through_build_and_score():
     assert total[1] == pytest.approx(0 + 0 + 0.25)
 
 
-def test_voice_fidelity_uses_the_eval_embedder():
+def test_content_similarity_uses_the_eval_embedder():
     pytest.importorskip("sentence_transformers")
-    cfg = _cfg(rewards=["voice_fidelity"])
+    # the old name voice_fidelity still works: renamed, with a warning
+    with pytest.warns(config_mod.RenamedWarning, match="now called 'content_similarity'"):
+        cfg = _cfg(rewards=["voice_fidelity"])
+    assert cfg.grpo.rewards == ["content_similarity"]
     [vf] = R.build(cfg.grpo)
+    assert vf.name == "content_similarity"
     out = vf.fn(None, ["Zoom out: the cycle turns.", "Zoom out: the cycle turns.", "x"],
                 [_rec("Zoom out: the cycle turns."), _rec("Bananas are yellow fruit."), _rec()])
     assert out[0] == pytest.approx(1.0, abs=1e-4)
     assert out[1] < 0.6 and out[2] is None
+
+
+def test_voice_match_scores_the_voice_not_the_answer():
+    """Fitted on the bundled persona's answers (data.train by default): an in-voice completion on
+    another subject scores high, a generic-assistant one on the persona's subject low."""
+    persona = str(Path(__file__).resolve().parents[2] / "examples/data/persona_train.jsonl")
+    cfg = config_mod.from_dict({"method": "grpo", "data": {"train": persona},
+                                "grpo": {"rewards": ["voice_match"]}})
+    assert cfg.grpo.voice_person == [persona]
+    [vm] = R.build(cfg.grpo)
+    out = vm.fn(None, ["Zoom out. Gardens teach the same lesson as markets. Seasons turn. "
+                       "Patience is a position.",
+                       "Great question! Credit spreads are the difference between corporate and "
+                       "government bond yields. They often widen before a recession."],
+                [_rec(), _rec()])
+    assert out[0] > 0.5 > out[1]
 
 
 @pytest.fixture

@@ -152,12 +152,12 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
             page.wait_for_url("**/#/eval/e-*")
             page.wait_for_selector("#eval-summary", timeout=180_000)
             summary = page.text_content("#eval-summary")
-            if "voice_fidelity" not in summary:     # say what the page and the API held
+            if "content_similarity" not in summary:     # say what the page and the API held
                 api_rep = page.evaluate("async () => (await fetch(location.pathname + 'api/evals/' "
                                         "+ location.hash.split('/').pop() + '/report')).text()")
-                pytest.fail(f"eval summary without voice_fidelity: {summary!r}\n"
+                pytest.fail(f"eval summary without content_similarity: {summary!r}\n"
                             f"page: {page.inner_html('#eval-body')[:3000]}\napi: {api_rep[:3000]}")
-            assert "voice_fidelity" in summary and "perplexity" in summary
+            assert "content_similarity" in summary and "perplexity" in summary
             assert page.locator("#eval-body .sample").count() == 2
             assert "Tell me about" in page.text_content("#eval-body .sample")
         finally:

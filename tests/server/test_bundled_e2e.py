@@ -63,6 +63,6 @@ def test_bundled_model_run_and_eval_through_the_service(tmp_path, bundled_model_
         assert rep["variants"] == ["base", "tuned"] and rep["data"]["n_prompts"] == 2
         for v in ("base", "tuned"):
             s = rep["summary"][v]
-            assert -1 <= s["voice_fidelity"] <= 1 and 1 < s["perplexity"] < 1e4, s
+            assert -1 <= s["content_similarity"] <= 1 and 1 < s["perplexity"] < 1e4, s
         # real answers from the bundled model, not empty strings
         assert all(row["answers"]["tuned"]["text"].strip() for row in rep["voice"])

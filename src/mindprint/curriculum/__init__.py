@@ -2,7 +2,7 @@
 
     curriculum:
       replay: 0.2                      # earlier topics' examples mixed in (fraction of this topic's)
-      gate: {min_voice_fidelity: 0.4, on_fail: retry, max_retries: 1}
+      gate: {min_voice_match: 0.5, on_fail: retry, max_retries: 1}
       topics:
         - {name: cycles, method: sft, steps: 40}            # records of data.train with topic: cycles
         - {name: risk, method: kl_sft, steps: 30, overrides: {kl.lambda: 1.0}}

@@ -12,8 +12,9 @@ from .plan import PREF_METRIC, Topic, voice_prompts, write_jsonl
 
 
 def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
-    """Voice fidelity (and perplexity / preference accuracy where the held-out split has chats /
-    pairs) of the topic's adapter and of the base model, through ``mindprint eval``'s runner."""
+    """Voice match (the voice verifier fitted on data.train), content similarity (and perplexity /
+    preference accuracy where the held-out split has chats / pairs) of the topic's adapter and of
+    the base model, through ``mindprint eval``'s runner."""
     files = {"prompts": voice_prompts(topic.held_out),
              "chat": [r for r in topic.held_out if isinstance(r, ChatRecord)],
              "preference": [r for r in topic.held_out if isinstance(r, PreferenceRecord)]}
@@ -21,13 +22,14 @@ def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
              for k, v in files.items()}
     ecfg = cfg.eval.model_copy(update={**paths, "compare_base": True, "every": 0})
     report = run_eval(EvalJob(cfg=ecfg, out=tdir / "eval", adapter=str(tdir / "adapter"),
-                              max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt),
+                              max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
+                              person=list(cfg.data.train)),
                       log=lambda s: log(f"  eval {s}"))
     s = report["summary"]
     pref_key = PREF_METRIC[topic.method]
     out = {"n_prompts": len(files["prompts"][:ecfg.max_prompts]), "n_pairs": len(files["preference"])}
-    for key, name in (("voice_fidelity", "voice_fidelity"), ("perplexity", "perplexity"),
-                      (pref_key, "pref_accuracy")):
+    for key, name in (("voice_match", "voice_match"), ("content_similarity", "content_similarity"),
+                      ("perplexity", "perplexity"), (pref_key, "pref_accuracy")):
         if key in s.get("tuned", {}):
             out[name] = s["tuned"][key]
             out[f"base_{name}"] = s["base"].get(key)
@@ -37,19 +39,22 @@ def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
 def gate_result(gate: GateConfig, ev: dict) -> list[str]:
     """Reasons the gate fails (empty: passed)."""
     why = []
-    if gate.min_voice_fidelity is not None:
-        v = ev.get("voice_fidelity")
+    for key, label in (("content_similarity", "content similarity"), ("voice_match", "voice match")):
+        low = getattr(gate, f"min_{key}")
+        if low is None:
+            continue
+        v = ev.get(key)
         if v is None:
-            why.append("no held-out answers to measure voice fidelity")
-        elif v < gate.min_voice_fidelity:
-            why.append(f"voice fidelity {v:.4f} < min_voice_fidelity {gate.min_voice_fidelity}")
+            why.append(f"no held-out answers to measure {label}")
+        elif v < low:
+            why.append(f"{label} {v:.4f} < min_{key} {low}")
     if gate.min_gain_over_base is not None:
-        v, b = ev.get("voice_fidelity"), ev.get("base_voice_fidelity")
+        v, b = ev.get("content_similarity"), ev.get("base_content_similarity")
         if v is None or b is None:
-            why.append("no held-out answers to compare voice fidelity with the base model's")
+            why.append("no held-out answers to compare content similarity with the base model's")
         elif v - b < gate.min_gain_over_base:
-            why.append(f"voice fidelity {v:.4f} is not {gate.min_gain_over_base} above the base "
-                       f"model's {b:.4f}")
+            why.append(f"content similarity {v:.4f} is not {gate.min_gain_over_base} above the "
+                       f"base model's {b:.4f}")
     if gate.min_pref_accuracy is not None and ev.get("pref_accuracy") is not None \
             and ev["pref_accuracy"] < gate.min_pref_accuracy:
         why.append(f"preference accuracy {ev['pref_accuracy']:.3f} < min_pref_accuracy "

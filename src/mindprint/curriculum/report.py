@@ -52,24 +52,24 @@ def finish(cfg, root: Path, topics, state, last_adapter, stopped, wall, log) -> 
 
 
 def write_html(root: Path, rows: list[dict], table: list[str]) -> None:
-    """curriculum.html: voice fidelity per topic (adapter vs base model) as bars, the training loss
+    """curriculum.html: content similarity per topic (adapter vs base model) as bars, the training loss
     across all topics with the topic boundaries marked, and the per-topic table."""
     plt = pyplot()
     plots = root / "curriculum-plots"
-    done = [r for r in rows if (r.get("eval") or {}).get("voice_fidelity") is not None]
+    done = [r for r in rows if (r.get("eval") or {}).get("content_similarity") is not None]
     figs = []
     if done:
         fig, ax = plt.subplots(figsize=(7.2, 3.0))
         xs = range(len(done))
-        ax.bar([x - 0.2 for x in xs], [r["eval"].get("base_voice_fidelity") or 0 for r in done], 0.4,
+        ax.bar([x - 0.2 for x in xs], [r["eval"].get("base_content_similarity") or 0 for r in done], 0.4,
                label="base model", color="#9aa5b1")
-        ax.bar([x + 0.2 for x in xs], [r["eval"]["voice_fidelity"] for r in done], 0.4,
+        ax.bar([x + 0.2 for x in xs], [r["eval"]["content_similarity"] for r in done], 0.4,
                label="with the adapter", color="#2f6fb0")
         ax.set_xticks(list(xs), [f"{r['topic']}\n({r['method']})" for r in done])
-        ax.set_ylabel("voice fidelity")
-        ax.set_title("voice fidelity on each topic's held-out questions")
+        ax.set_ylabel("content similarity")
+        ax.set_title("content similarity (MiniLM) on each topic's held-out questions")
         ax.legend(fontsize=8)
-        figs.append(save_figure(fig, plt, plots, "voice_fidelity"))
+        figs.append(save_figure(fig, plt, plots, "content_similarity"))
     fig, ax = plt.subplots(figsize=(7.2, 3.0))
     offset, drawn = 0, False
     for r in rows:
@@ -104,13 +104,14 @@ def write_html(root: Path, rows: list[dict], table: list[str]) -> None:
 
 
 def summary_table(rows: list[dict]) -> list[str]:
-    head = ["topic", "method", "status", "steps", "voice fid.", "base", "ppl", "base ppl",
-            "pref acc", "base"]
+    head = ["topic", "method", "status", "steps", "voice match", "base", "content sim.", "base",
+            "ppl", "base ppl", "pref acc", "base"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ev = r.get("eval") or {}
         cells = [r["topic"], r["method"], r["status"], str(r["steps"]),
-                 fmt(ev.get("voice_fidelity")), fmt(ev.get("base_voice_fidelity")),
+                 fmt(ev.get("voice_match"), ".3f"), fmt(ev.get("base_voice_match"), ".3f"),
+                 fmt(ev.get("content_similarity")), fmt(ev.get("base_content_similarity")),
                  fmt(ev.get("perplexity"), ".2f"), fmt(ev.get("base_perplexity"), ".2f"),
                  fmt(ev.get("pref_accuracy"), ".3f"), fmt(ev.get("base_pref_accuracy"), ".3f")]
         out.append("| " + " | ".join(cells) + " |")

@@ -39,7 +39,8 @@ def add_parsers(sub) -> None:
                              "how much texts sound like the person: a verifier fitted on the "
                              "person's answers scores each text (0-1), by style, not topic")
     v.add_argument("--person", action="append", metavar="FILE", help="the person's answers "
-                   "(chat/prompt/text/... data or .txt lines; repeatable)")
+                   "(chat/prompt/text/... data or .txt lines; repeatable); plain eval uses them "
+                   "for voice_match too (default there: the config's data.train)")
     v.add_argument("--texts", action="append", metavar="FILE", help="texts to score, one score per "
                    "record (a chat record's last answer) or .txt line, in order (repeatable)")
     v.add_argument("--background", action="append", metavar="FILE", help="more not-the-person "
@@ -98,7 +99,9 @@ def build_job(args):
         out = args.out or ev.output_dir or str(Path(cfg.output_dir) / "eval")
         return EvalJob(ev, Path(out), model=args.model or cfg.model.name, adapter=adapter,
                        data_eval=list(cfg.data.eval), max_length=cfg.data.max_length,
-                       system_prompt=cfg.data.system_prompt, device=args.device)
+                       system_prompt=cfg.data.system_prompt, device=args.device,
+                       person=args.person or list(cfg.data.train),
+                       background=args.background or [])
     raw: dict = {}
     for key, value in C.parse_overrides(args.set):
         if not key.startswith("eval."):
@@ -110,14 +113,15 @@ def build_job(args):
     else:
         default_out = Path("runs") / "eval-base"
     return EvalJob(ev, Path(args.out or ev.output_dir or default_out), model=args.model,
-                   adapter=args.adapter, device=args.device)
+                   adapter=args.adapter, device=args.device, person=args.person or [],
+                   background=args.background or [])
 
 
 VOICE_SCORE = "voice-score"
 
 
 def cmd_eval(args) -> int:
-    voice = (args.person, args.texts, args.background, args.json or None)
+    voice = (args.texts, args.json or None)
     if args.config == VOICE_SCORE:
         if not args.person or not args.texts:
             raise ConfigError("eval voice-score needs --person FILE (the person's answers) and "
@@ -126,8 +130,7 @@ def cmd_eval(args) -> int:
 
         return cmd_voice_score(args)
     if any(x is not None for x in voice):
-        raise ConfigError("--person, --texts, --background and --json belong to "
-                          "'mindprint eval voice-score'")
+        raise ConfigError("--texts and --json belong to 'mindprint eval voice-score'")
     from ..backends.torch.process import configure_process
     from .runner import run_eval, summary_lines
 

@@ -39,8 +39,10 @@ def answer(model, tok, items, *, max_new_tokens: int, temperature: float = 0.0,
             "tokens_per_s": sum(tokens) / secs if secs > 0 else None}
 
 
-def voice_fidelity(answers: list[str], references: list[str | None]) -> tuple[float | None, list]:
-    """Mean cosine similarity of answer and reference embeddings (pairs with a reference)."""
+def content_similarity(answers: list[str], references: list[str | None]) -> tuple[float | None, list]:
+    """Mean cosine similarity of answer and reference embeddings (pairs with a reference): how
+    close in *content* an answer is to the reference (formerly ``voice_fidelity``; the voice
+    itself is :mod:`mindprint.measures.voice`'s score)."""
     idx = [i for i, r in enumerate(references) if r is not None]
     sims: list = [None] * len(answers)
     if not idx:

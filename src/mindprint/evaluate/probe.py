@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError
 from .data import load_prompts
-from .metrics import answer, voice_fidelity
+from .metrics import answer, content_similarity
 
 
 class VoiceProbe:
@@ -43,7 +43,7 @@ class VoiceProbe:
                              seed=self.cfg.seed, batch_size=self.cfg.batch_size)
         finally:
             model.train(was_training)
-        fid, _ = voice_fidelity(gen["answers"], [it.reference for it in self.items])
+        fid, _ = content_similarity(gen["answers"], [it.reference for it in self.items])
         return {"voice_fidelity": fid,
                 "voice_answer_words": mean(len(a.split()) for a in gen["answers"]),
                 "voice_prompts": len(self.items)}

@@ -12,7 +12,8 @@ from pathlib import Path
 from .summary import SUMMARY_ROWS, dumps
 
 COLORS = {"base": "#8c8c8c", "tuned": "#d9480f", "reference": "#1c7ed6"}
-UNIT_METRICS = [("voice_fidelity", "voice fidelity"), ("markdown_adherence", "markdown adherence"),
+UNIT_METRICS = [("voice_match", "voice match"), ("voice_attribution", "voice attribution"),
+                ("content_similarity", "content similarity"), ("markdown_adherence", "markdown adherence"),
                 ("logp_accuracy", "pref. acc. (log p)"), ("implicit_accuracy", "pref. acc. (implicit)")]
 
 
@@ -84,16 +85,16 @@ def make_plots(report: dict, folder: Path) -> list[tuple[str, str]]:
             pts = [(i, y) for i, y in enumerate(sims[v], 1) if y is not None]
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=COLORS.get(v), label=v,
                        s=18, zorder=2)
-            mean = summ[v].get("voice_fidelity")
+            mean = summ[v].get("content_similarity")
             if mean is not None:
                 ax.axhline(mean, color=COLORS.get(v), linestyle="--", linewidth=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("held-out prompt")
         ax.set_ylabel("cosine similarity to reference")
         ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(vs))
-        made.append((save_figure(fig, plt, folder, "voice_fidelity"),
-                     "Voice fidelity per prompt: similarity of each answer to the person's "
-                     "reference answer (dashed: mean)."))
+        made.append((save_figure(fig, plt, folder, "content_similarity"),
+                     "Content similarity per prompt: MiniLM cosine of each answer and the person's "
+                     "reference answer, i.e. how close in content, not voice (dashed: mean)."))
     lengths = {v: [row["answers"][v]["words"] for row in voice if v in row["answers"]] for v in vs}
     refs = [len(row["reference"].split()) for row in voice if row.get("reference")]
     if any(lengths.values()):
@@ -172,8 +173,9 @@ def _voice_table(report: dict) -> str:
         cells = []
         for v in vs:
             a = row["answers"].get(v, {})
-            sim = a.get("similarity")
-            tags = [f"sim {sim:.3f}" if sim is not None else None, f"{a.get('words', 0)} words",
+            sim, vp = a.get("similarity"), a.get("voice_p")
+            tags = [f"voice {vp:.2f}" if vp is not None else None,
+                    f"sim {sim:.3f}" if sim is not None else None, f"{a.get('words', 0)} words",
                     "list" if a.get("list") else None, "heading" if a.get("heading") else None,
                     ("banned: " + ", ".join(a["banned"])) if a.get("banned") else None]
             meta = " · ".join(t for t in tags if t)
@@ -182,6 +184,20 @@ def _voice_table(report: dict) -> str:
         rows.append(f'<tr><td class="n">{i}</td><td>{_e(row["prompt"])}</td>'
                     f'<td><div class="ans">{_e(row["reference"])}</div></td>{"".join(cells)}</tr>')
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _voice_score_note(report: dict) -> str:
+    """What the voice verifier was fitted on and how well it tells the voice apart."""
+    vs = report.get("voice_score") or {}
+    if vs.get("skipped"):
+        return f'<p class="muted">voice score: {_e(vs["skipped"])}</p>'
+    if not vs:
+        return ""
+    curve = ", ".join(f"{k}: {x:.3f}" for k, x in vs["verifier_curve"].items())
+    warn = f'<br><b>warning:</b> {_e(vs["warning"])}' if vs.get("warning") else ""
+    return (f'<p class="muted">voice verifier fitted on {vs["n_person"]} of the person\'s answers '
+            f'against {vs["n_background"]} others; held-out AUC {vs["verifier_auc"]:.3f} '
+            f'(learning curve {_e(curve)}){warn}</p>')
 
 
 def _pref_table(report: dict) -> str:
@@ -243,7 +259,8 @@ def render_html(report: dict, plots: list[tuple[str, str]], plots_dir: Path | No
             parts.append(f"<figure>{svg}<figcaption>{_e(caption)} (<a href='plots/{stem}.png'>"
                          f"PNG</a>, <a href='plots/{stem}.svg'>SVG</a>)</figcaption></figure>")
     if report["voice"]:
-        parts.append("<h2>Answers and voice fidelity</h2>" + _voice_table(report))
+        parts.append("<h2>Answers: voice (P the person's) and content similarity</h2>"
+                     + _voice_score_note(report) + _voice_table(report))
     if report["preference"]:
         parts.append("<h2>Preference pairs</h2>" + _pref_table(report))
     if report["perplexity"]:

@@ -17,6 +17,8 @@ from ..backends.torch.load import load_for_inference
 from ..errors import MindprintError
 from ..export.common import check_writable
 from ..measures.style import reference_style, style_of
+from ..measures.voice import VoiceVerifier, background_texts
+from ..measures.voice_data import person_texts
 from . import data as D
 from . import metrics as M
 from .report import write_report
@@ -35,6 +37,8 @@ class EvalJob:
     max_length: int = 1024
     system_prompt: str | None = None
     device: str = "auto"
+    person: list[str] = field(default_factory=list)      # the person's answers (voice score)
+    background: list[str] = field(default_factory=list)  # more not-the-person answers
 
 
 def sources(job: EvalJob) -> dict:
@@ -73,6 +77,7 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
     timing: dict = {}
     ppl_rows = [{} for _ in chat]
     pref_logps: dict = {}
+    verifier, voice_score = voice_verifier(job, log) if items else (None, None)
     for v in variants:
         with M.variant(model, v):
             if items:
@@ -80,13 +85,18 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
                 gen = M.answer(model, tok, items, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                                batch_size=cfg.batch_size)
-                fid, sims = M.voice_fidelity(gen["answers"], refs)
+                fid, sims = M.content_similarity(gen["answers"], refs)
                 agg, per = style_of(gen["answers"], refs, cfg.banned_phrases, gen["new_tokens"])
-                summary[v].update(voice_fidelity=fid, **agg, gen_tokens_per_s=gen["tokens_per_s"])
+                summary[v].update(content_similarity=fid, **agg, gen_tokens_per_s=gen["tokens_per_s"])
+                probs = verifier.predict(gen["answers"]) if verifier else [None] * len(items)
+                if verifier:
+                    summary[v].update(**{k: x for k, x in verifier.score(gen["answers"]).items()
+                                         if k != "n"}, verifier_auc=voice_score["verifier_auc"])
                 timing[v] = {"generation_s": gen["seconds"], "tokens_per_s": gen["tokens_per_s"],
                              "new_tokens": sum(gen["new_tokens"])}
-                for row, text, sim, st in zip(voice, gen["answers"], sims, per):
-                    row["answers"][v] = {"text": text, "similarity": sim, **st}
+                for row, text, sim, p, st in zip(voice, gen["answers"], sims, probs, per):
+                    row["answers"][v] = {"text": text, "similarity": sim,
+                                         "voice_p": None if p is None else float(p), **st}
             if chat:
                 log(f"{v}: perplexity on {len(chat)} chat records")
                 p = M.perplexity(model, tok, chat, max_length=job.max_length,
@@ -127,6 +137,7 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
                  "with_reference": sum(r is not None for r in refs)},
         "summary": summary,
         "reference_style": reference_style(refs),
+        "voice_score": voice_score,
         "voice": voice,
         "perplexity": [{"where": r.where, **row} for r, row in zip(chat, ppl_rows)],
         "preference": pref_rows,
@@ -135,3 +146,21 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
     with atomic_dir(out) as tmp:
         write_report(report, tmp)
     return report
+
+
+def voice_verifier(job: EvalJob, log) -> tuple[VoiceVerifier | None, dict | None]:
+    """The voice verifier fitted on ``job.person`` (see :mod:`mindprint.measures.voice`) and its
+    held-out numbers; (None, a note) when no person's files were given."""
+    if not job.person:
+        return None, {"skipped": "no person's answers to fit the voice verifier on: give --person "
+                      "FILE or a config (its data.train)"}
+    mine, notes = person_texts(job.person)
+    extra = person_texts(job.background)[0] if job.background else []
+    log(f"voice score: fitting the verifier on {len(mine)} of the person's answers")
+    ver = VoiceVerifier.fit(mine, background_texts(), extra_background=extra)
+    held = ver.held_out()
+    if held["warning"]:
+        log(f"voice score: {held['warning']}")
+    return ver, {"person": [str(p) for p in job.person], "verifier_auc": held["auc"],
+                 "verifier_curve": held["curve"], "n_person": held["n_person"],
+                 "n_background": held["n_background"], "warning": held["warning"], "notes": notes}

@@ -7,7 +7,10 @@ import json
 
 # summary rows: key, label, better ("high", "low" or None), format
 SUMMARY_ROWS = [
-    ("voice_fidelity", "voice fidelity (cosine, MiniLM)", "high", "{:.4f}"),
+    ("voice_match", "voice match (P answer is the person's)", "high", "{:.3f}"),
+    ("voice_attribution", "  answers attributed to the person (p>0.5)", "high", "{:.3f}"),
+    ("verifier_auc", "  voice verifier held-out AUC", None, "{:.3f}"),
+    ("content_similarity", "content similarity (cosine, MiniLM)", "high", "{:.4f}"),
     ("perplexity", "perplexity on held-out chat", "low", "{:.3f}"),
     ("logp_accuracy", "preference accuracy: log p(chosen) > log p(rejected)", "high", "{:.3f}"),
     ("avg_logp_accuracy", "  … per-token mean log p", "high", "{:.3f}"),

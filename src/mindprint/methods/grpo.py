@@ -170,7 +170,7 @@ class GRPOMethod:
             notes += more
         elif cfg.data.eval_split > 0:
             train, ev = split_off_eval(train, cfg.data.eval_split, cfg.train.seed)
-        needs_answer = {"voice_fidelity", "answer_similarity"} & set(cfg.grpo.rewards)
+        needs_answer = {"content_similarity", "answer_similarity"} & set(cfg.grpo.rewards)
         if needs_answer and not any(p.record.answer for p in train):
             notes.append(f"data.train: no prompt has an `answer`, so {', '.join(sorted(needs_answer))} "
                          "score nothing")

@@ -11,7 +11,8 @@ end-of-turn, False when ``grpo.max_completion_length`` cut it off.
 ``grpo.rewards`` names built-ins (:data:`BUILTINS`, see :mod:`.builtin`) or user functions as
 ``"package.module:function"``; the current directory is importable, so a ``my_rewards.py`` next to
 the config works. The names alone live in the leaf :mod:`mindprint.reward_names` (config validates
-against it); the sentence-embedding model behind ``voice_fidelity`` loads on first use.
+against it); the sentence-embedding model behind ``content_similarity`` loads on first use, and
+``voice_match`` fits its voice verifier (about a second) when the rewards are built.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Built-in rewards. Each ``make(name, cfg)`` returns ``f(prompts, completions, records) -> list``.
 
-* ``voice_fidelity``: cosine similarity of the completion's and the record's ``answer`` MiniLM
-  embeddings (the same model as ``mindprint eval``); None without an answer.
+* ``content_similarity`` (was ``voice_fidelity``): cosine similarity of the completion's and the
+  record's ``answer`` MiniLM embeddings (the same model as ``mindprint eval``): closeness in
+  content; None without an answer.
+* ``voice_match``: the probability that the completion is the person's, from the voice verifier
+  (:mod:`mindprint.measures.voice`) fitted once on ``grpo.voice_person`` (default: data.train's
+  answers): the voice, whatever the topic.
 * ``answer_similarity``: token F1 (bag of lower-cased words) or ROUGE-L F (longest common word
   subsequence) against ``answer``; None without an answer.
 * ``length``: 1 when the completion's word count n is inside [lo, hi]; n/lo below;
@@ -20,6 +24,8 @@ from collections import Counter
 from ..config import DEFAULT_BANNED_PHRASES
 from ..measures.embed import cosine_pairs
 from ..measures.style import banned_hits
+from ..measures.voice import VoiceVerifier
+from ..measures.voice_data import person_texts
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -64,8 +70,8 @@ def length_score(n: int, lo: int, hi: int) -> float:
     return max(0.0, 1.0 - (n - hi) / max(hi, 1))
 
 
-def voice_fidelity(cfg, banned_phrases):
-    def voice_fidelity(prompts, completions, records):
+def content_similarity(cfg, banned_phrases):
+    def content_similarity(prompts, completions, records):
         idx = [i for i, r in enumerate(records) if getattr(r, "answer", None)]
         out = [None] * len(completions)
         if idx:
@@ -73,7 +79,16 @@ def voice_fidelity(cfg, banned_phrases):
             for i, s in zip(idx, sims):
                 out[i] = s
         return out
-    return voice_fidelity
+    return content_similarity
+
+
+def voice_match(cfg, banned_phrases):
+    mine, _ = person_texts(cfg.voice_person)
+    verifier = VoiceVerifier.fit(mine)
+
+    def voice_match(prompts, completions, records):
+        return [float(p) for p in verifier.predict(list(completions))]
+    return voice_match
 
 
 def answer_similarity(cfg, banned_phrases):
@@ -113,7 +128,8 @@ def banned(cfg, banned_phrases):
 
 # name -> maker(grpo config, banned phrases or None) -> reward function; the names are
 # mindprint.reward_names.BUILTINS (a test checks that the two agree)
-MAKERS = {"voice_fidelity": voice_fidelity, "answer_similarity": answer_similarity,
+MAKERS = {"content_similarity": content_similarity, "voice_match": voice_match,
+          "answer_similarity": answer_similarity,
           "length": length, "format": format_, "banned_phrases": banned}
 
 

@@ -229,7 +229,7 @@ async function pageNewRun(main) {
       let extra = '';
       if (sec === 'grpo') {
         extra = `<h3>Reward functions</h3><table id="rewards"><tr><th>use</th><th>reward</th><th>weight</th></tr>` +
-          INFO.rewards.map(r => `<tr><td><input type="checkbox" data-reward="${r}" ${r === 'voice_fidelity' ? 'checked' : ''}></td>
+          INFO.rewards.map(r => `<tr><td><input type="checkbox" data-reward="${r}" ${r === 'content_similarity' ? 'checked' : ''}></td>
             <td>${r}</td><td><input type="text" data-weight="${r}" value="1" size="5"></td></tr>`).join('') +
           `<tr><td><input type="checkbox" data-reward="custom"></td><td><input type="text" id="custom-reward"
             placeholder="installed.module:function" size="28"></td><td><input type="text" data-weight="custom" value="1" size="5"></td></tr></table>`;
