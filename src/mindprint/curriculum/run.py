@@ -81,8 +81,9 @@ def run_curriculum(cfg: Config, *, resume: bool = False, overwrite: bool = False
             ev = evaluate_topic(cfg, topic, tdir, log)
             why = gate_result(topic.gate, ev)
             st.update(eval=ev, why=why)
-            log(f"topic '{topic.name}': voice fidelity {fmt(ev.get('voice_fidelity'))} "
-                f"(base {fmt(ev.get('base_voice_fidelity'))})"
+            log(f"topic '{topic.name}': voice match {fmt(ev.get('voice_match'), '.3f')} "
+                f"(base {fmt(ev.get('base_voice_match'), '.3f')}), content similarity "
+                f"{fmt(ev.get('content_similarity'))} (base {fmt(ev.get('base_content_similarity'))})"
                 + (f"; gate failed: {'; '.join(why)}" if why else ""))
             if not why:
                 st["status"] = "done"
