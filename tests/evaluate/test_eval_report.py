@@ -118,3 +118,17 @@ def test_compare_writes_html_and_markdown(tiny_adapter, tiny_model_dir, tmp_path
     assert md.count("| base | run | second |") == 2 and "## 2. What is | a pipe?" in md
     html = (out / "compare.html").read_text()
     assert "<th>second</th>" in html and "Are we near the top?" in html
+
+
+def test_compare_scores_the_voice_with_person(tiny_adapter, tmp_path, capsys):
+    out = tmp_path / "cmp-voice"
+    assert main(["compare", "--adapter", tiny_adapter, "--prompts", str(PERSONA / "prompts_eval.jsonl"),
+                 "--max-new-tokens", "6", "--out", str(out),
+                 "--person", str(PERSONA / "persona_train.jsonl")]) == 0
+    res = json.loads((out / "compare.json").read_text())
+    v = res["voice"]
+    assert set(v["voice_match"]) == {"base", "run", "reference"} and v["verifier_auc"] >= 0.9
+    # the persona's own reference answers sound like the persona; the tiny random model does not
+    assert v["voice_match"]["reference"] > 0.9 > 0.5 > v["voice_match"]["run"]
+    assert all(set(r["voice"]) == {"base", "run", "reference"} for r in res["rows"])
+    assert "voice_match (mean P the answer is the person's)" in (out / "compare.md").read_text()

@@ -211,3 +211,17 @@ def test_gate_reads_voice_match_and_the_renamed_content_key():
     assert gate_result(old, ev) == ["content similarity 0.7000 < min_content_similarity 0.8"]
     assert "no held-out answers to measure voice match" in gate_result(
         GateConfig(min_voice_match=0.1), {})[0]
+
+
+def test_compare_voice_columns_without_a_model():
+    from mindprint.evaluate.compare import add_voice, to_html, to_markdown
+
+    mine, other = answers(FX / "rolf.jsonl"), answers(FX / "jaz.jsonl")
+    result = {"model": "m", "adapters": {"run": "/x"}, "settings": {"temperature": 0, "seed": 0,
+              "max_new_tokens": 8, "system": None},
+              "rows": [{"prompt": "q", "where": "f:1", "reference": mine[i],
+                        "answers": {"base": other[i], "run": mine[i + 1]}} for i in range(3)]}
+    add_voice(result, VoiceVerifier.fit(mine[5:]), ["rolf.jsonl"])
+    m = result["voice"]["voice_match"]
+    assert m["run"] > 0.5 > m["base"] and m["reference"] > 0.5
+    assert "(voice " in to_markdown(result) and "held-out AUC" in to_html(result)

@@ -63,6 +63,8 @@ def add_parsers(sub) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    c.add_argument("--person", action="append", metavar="FILE", help="the person's answers: score "
+                   "every answer's voice (P the person's) and each column's voice_match (repeatable)")
     c.set_defaults(func=cmd_compare)
 
 
@@ -151,7 +153,8 @@ def cmd_compare(args) -> int:
     res = compare(adapters, args.prompts, args.out, model=args.model,
                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                   top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, system=args.system,
-                  device=args.device, log=lambda s: print(s, file=sys.stderr))
+                  device=args.device, person=args.person,
+                  log=lambda s: print(s, file=sys.stderr))
     out = Path(res["out"])
     print(f"compare: {out / 'compare.html'}")
     print(f"         {out / 'compare.md'}")

@@ -2,7 +2,9 @@
 
 All adapters are loaded into one PEFT model over one copy of the base (they must share it) and
 switched between with ``set_adapter``; the base column is that model with adapters disabled.
-Writes compare.html, compare.md and compare.json.
+Writes compare.html, compare.md and compare.json. With ``person`` files, each answer (and the
+reference) also gets its voice score: P(the person's) from the voice verifier
+(:mod:`mindprint.measures.voice`) fitted on them, and each column its mean (``voice_match``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import MindprintError, ModelError
+from ..measures.voice import VoiceVerifier
+from ..measures.voice_data import person_texts
 from . import data as D
 
 
@@ -29,7 +33,7 @@ def _label(path: str, taken: set) -> str:
 def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
             model: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
             top_p: float = 1.0, seed: int = 0, batch_size: int = 8, system: str | None = None,
-            device: str = "auto", log=lambda s: None) -> dict:
+            device: str = "auto", person: list[str] | None = None, log=lambda s: None) -> dict:
     from ..backends.common import atomic_dir
     from ..backends.torch.adapters import attach_adapter, read_adapter_meta
     from ..backends.torch.generate import generate
@@ -59,6 +63,7 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
         raise MindprintError(f"{', '.join(prompts)}: no prompts found")
     taken: set = set()
     labels = [_label(a, taken) for a in adapters]
+    verifier = VoiceVerifier.fit(person_texts(person)[0]) if person else None
 
     base, tok = load_base(resolve(spec), device=device)
     pm = attach_adapter(base, adapters[0], spec, adapter_name=labels[0])
@@ -91,6 +96,8 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
               "settings": {**kw, "system": system},
               "rows": [{"prompt": it.text, "where": it.where, "reference": it.reference,
                         "answers": {c: columns[c][i] for c in columns}} for i, it in enumerate(items)]}
+    if verifier is not None:
+        add_voice(result, verifier, person)
     with atomic_dir(out_dir) as tmp:
         (tmp / "compare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
                                           encoding="utf-8")
@@ -98,6 +105,36 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
         (tmp / "compare.html").write_text(to_html(result), encoding="utf-8")
     result["out"] = str(out_dir)
     return result
+
+
+def add_voice(result: dict, verifier: VoiceVerifier, person: list[str]) -> None:
+    """Per-answer voice scores (``row["voice"][column]``) and per-column means into ``result``."""
+    cols = [c for c in _cols(result)]
+    for row in result["rows"]:
+        texts = [_cell(row, c) for c in cols]
+        probs = verifier.predict([t or "" for t in texts])
+        row["voice"] = {c: float(p) for c, p, t in zip(cols, probs, texts) if t is not None}
+    held = verifier.held_out()
+    result["voice"] = {"person": [str(p) for p in person], "verifier_auc": held["auc"],
+                       "warning": held["warning"],
+                       "voice_match": {c: sum(r["voice"][c] for r in result["rows"] if c in r["voice"])
+                                       / max(1, sum(c in r["voice"] for r in result["rows"]))
+                                       for c in cols}}
+
+
+def _voice_line(result: dict) -> str:
+    v = result.get("voice")
+    if not v:
+        return ""
+    means = ", ".join(f"{c} {m:.3f}" for c, m in v["voice_match"].items())
+    warn = f" Warning: {v['warning']}" if v.get("warning") else ""
+    return (f"voice_match (mean P the answer is the person's): {means}; verifier held-out AUC "
+            f"{v['verifier_auc']:.3f}.{warn}")
+
+
+def _voice_tag(row: dict, col: str) -> str:
+    p = row.get("voice", {}).get(col)
+    return "" if p is None else f" (voice {p:.2f})"
 
 
 def _cols(result: dict) -> list[str]:
@@ -121,10 +158,12 @@ def _header(result: dict) -> str:
 def to_markdown(result: dict) -> str:
     cols = _cols(result)
     md = lambda t: (t or "").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")  # noqa: E731
-    lines = ["# Mindprint compare", "", _header(result), ""]
+    lines = ["# Mindprint compare", "", _header(result), ""] + ([_voice_line(result), ""]
+                                                                 if result.get("voice") else [])
     for i, row in enumerate(result["rows"], 1):
         lines += [f"## {i}. {row['prompt']}", "", "| " + " | ".join(cols) + " |",
-                  "|" + "---|" * len(cols), "| " + " | ".join(md(_cell(row, c)) for c in cols) + " |", ""]
+                  "|" + "---|" * len(cols),
+                  "| " + " | ".join(md(_cell(row, c)) + _voice_tag(row, c) for c in cols) + " |", ""]
     return "\n".join(lines)
 
 
@@ -134,11 +173,12 @@ def to_html(result: dict) -> str:
     head = "<tr><th>#</th><th>prompt</th>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
     rows = "".join(
         f"<tr><td>{i}</td><td>{e(r['prompt'])}</td>"
-        + "".join(f"<td class='a'>{e(_cell(r, c))}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td class='a'>{e(_cell(r, c))}{e(_voice_tag(r, c))}</td>" for c in cols) + "</tr>"
         for i, r in enumerate(result["rows"], 1))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Mindprint compare</title><style>"
             "body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:"
             "collapse}td,th{border:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align:left}"
             "th{background:#f5f5f5}.a{white-space:pre-wrap;max-width:420px}</style></head><body>"
-            f"<h1>Mindprint compare</h1><p>{e(_header(result))}</p><table>{head}{rows}</table>"
+            f"<h1>Mindprint compare</h1><p>{e(_header(result))}</p><p>{e(_voice_line(result))}</p>"
+            f"<table>{head}{rows}</table>"
             "</body></html>\n")
