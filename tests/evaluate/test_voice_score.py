@@ -225,3 +225,22 @@ def test_compare_voice_columns_without_a_model():
     m = result["voice"]["voice_match"]
     assert m["run"] > 0.5 > m["base"] and m["reference"] > 0.5
     assert "(voice " in to_markdown(result) and "held-out AUC" in to_html(result)
+
+
+def test_probe_fits_the_verifier_on_data_train_or_says_why_not(tmp_path):
+    from mindprint import config as C
+    from mindprint.evaluate.probe import VoiceProbe
+
+    prompts = str(EXAMPLES / "prompts_eval.jsonl")
+    cfg = C.from_dict({"data": {"train": str(EXAMPLES / "persona_train.jsonl")},
+                       "eval": {"every": 2, "prompts": prompts}})
+    probe = VoiceProbe(cfg, tok=None)
+    assert probe.verifier is not None and probe.voice_note is None
+    assert probe.verifier.score(answers(EXAMPLES / "persona_eval.jsonl"))["voice_match"] > 0.9
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                    {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                           for i in range(3)))
+    cfg = C.from_dict({"data": {"train": str(few)}, "eval": {"every": 2, "prompts": prompts}})
+    probe = VoiceProbe(cfg, tok=None)
+    assert probe.verifier is None and "holds 3 of the person's answers" in probe.voice_note

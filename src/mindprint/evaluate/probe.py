@@ -1,5 +1,8 @@
-"""Voice fidelity during training (``eval.every``): a few held-out prompts answered greedily by the
-model being trained, compared with the reference answers; one ``metrics.jsonl`` row per probe.
+"""Voice during training (``eval.every``): a few held-out prompts answered greedily by the model
+being trained; one ``metrics.jsonl`` row per probe with their content similarity to the reference
+answers (key ``voice_fidelity``, its old name, which the training loop prints) and, when
+``data.train`` holds at least :data:`~mindprint.measures.voice.MIN_PERSON` of the person's answers,
+``voice_match``: the mean P(the person's) from the voice verifier fitted on them once.
 
 The probe runs in eval mode (no LoRA dropout) and leaves the RNG state as it found it, so a run
 with probes trains exactly like one without.
@@ -11,7 +14,9 @@ from statistics import mean
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..measures.voice import MIN_PERSON, VoiceVerifier
+from ..measures.voice_data import person_texts
 from .data import load_prompts
 from .metrics import answer, content_similarity
 
@@ -29,6 +34,16 @@ class VoiceProbe:
             raise ConfigError(f"eval.every: {', '.join(map(str, paths))} holds no prompt with a "
                               "reference answer")
         self.cfg, self.tok, self.every = e, tok, e.every
+        self.verifier, self.voice_note = None, None
+        try:
+            mine, _ = person_texts(cfg.data.train) if cfg.data.train else ([], [])
+        except DataError as err:     # e.g. a declared format auto-detection cannot read
+            mine, self.voice_note = [], f"data.train not read for the voice verifier: {err}"
+        if len(mine) >= MIN_PERSON:
+            self.verifier = VoiceVerifier.fit(mine)
+        elif self.voice_note is None:
+            self.voice_note = (f"data.train holds {len(mine)} of the person's answers; the voice "
+                               f"verifier needs {MIN_PERSON}: no voice_match")
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
@@ -44,6 +59,11 @@ class VoiceProbe:
         finally:
             model.train(was_training)
         fid, _ = content_similarity(gen["answers"], [it.reference for it in self.items])
-        return {"voice_fidelity": fid,
-                "voice_answer_words": mean(len(a.split()) for a in gen["answers"]),
-                "voice_prompts": len(self.items)}
+        row = {"voice_fidelity": fid,
+               "voice_answer_words": mean(len(a.split()) for a in gen["answers"]),
+               "voice_prompts": len(self.items)}
+        if self.verifier is not None:
+            row["voice_match"] = self.verifier.score(gen["answers"])["voice_match"]
+        elif self.voice_note:
+            row["voice_match_skipped"] = self.voice_note
+        return row
