@@ -37,6 +37,7 @@ def test_report_numbers_are_sane(api_report):
         # the tiny random model's answers do not sound like the persona
         assert 0.0 <= s["voice_match"] < 0.5 and 0.0 <= s["voice_attribution"] <= 1.0
         assert s["verifier_auc"] == r["voice_score"]["verifier_auc"] >= 0.9
+        assert 0 < s["distinct_1"] <= 1 and 0 < s["distinct_2"] <= 1 and 0 <= s["loop_share"] <= 1
         assert s["perplexity"] > 1.0 and math.isclose(s["perplexity"], math.exp(s["nll"]))
         assert 0.0 <= s["logp_accuracy"] <= 1.0 and 0.0 <= s["avg_logp_accuracy"] <= 1.0
         assert 0.0 <= s["markdown_adherence"] <= 1.0

@@ -16,6 +16,7 @@ from ..backends.common import atomic_dir
 from ..backends.torch.load import load_for_inference
 from ..errors import MindprintError
 from ..export.common import check_writable
+from ..measures.diversity import diversity
 from ..measures.style import reference_style, style_of
 from ..measures.voice import VoiceVerifier, background_texts
 from ..measures.voice_data import person_texts
@@ -87,7 +88,8 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
                                batch_size=cfg.batch_size)
                 fid, sims = M.content_similarity(gen["answers"], refs)
                 agg, per = style_of(gen["answers"], refs, cfg.banned_phrases, gen["new_tokens"])
-                summary[v].update(content_similarity=fid, **agg, gen_tokens_per_s=gen["tokens_per_s"])
+                summary[v].update(content_similarity=fid, **agg, **diversity(gen["answers"]),
+                                  gen_tokens_per_s=gen["tokens_per_s"])
                 probs = verifier.predict(gen["answers"]) if verifier else [None] * len(items)
                 if verifier:
                     summary[v].update(**{k: x for k, x in verifier.score(gen["answers"]).items()

@@ -22,6 +22,9 @@ SUMMARY_ROWS = [
     ("banned_phrase_hits", "banned-phrase hits", "low", "{:d}"),
     ("banned_answer_rate", "answers with a banned phrase", "low", "{:.3f}"),
     ("answer_words_mean", "answer length (words, mean)", None, "{:.1f}"),
+    ("distinct_1", "distinct-1 (unique words / words)", "high", "{:.3f}"),
+    ("distinct_2", "distinct-2 (unique word pairs / pairs)", "high", "{:.3f}"),
+    ("loop_share", "answers that loop (repeated 4-grams ≥ 25%)", "low", "{:.3f}"),
     ("answer_tokens_mean", "answer length (tokens, mean)", None, "{:.1f}"),
     ("gen_tokens_per_s", "generation speed (tokens/s)", "high", "{:.1f}"),
 ]
