@@ -11,8 +11,9 @@ answers.
 
 Features (see :mod:`.features`): TF-IDF of character 2–5-grams of the text with content words
 masked to their casing shape, plus a standardized dense vector of function-word, punctuation,
-rhythm, casing, opener/closer and emoji rates. Classifier: logistic regression with balanced
-class weights, so 0.5 means "as likely the person as not" whatever the background's size.
+rhythm, casing, opener/closer and emoji rates. Classifier: logistic regression, Platt-calibrated
+on out-of-fold decision values with both classes weighted equally, so a score reads as a
+probability and 0.5 means "as likely the person as not" whatever the background's size.
 benchmarks/RESULTS.md ("Voice score") has the measurements behind these choices: masked char
 n-grams + dense features beat raw char n-grams on the topic-sway check, and logistic
 regression beat Cosine Delta on held-out AUC. scikit-learn (the ``eval`` extra) supplies the
