@@ -244,3 +244,13 @@ def test_probe_fits_the_verifier_on_data_train_or_says_why_not(tmp_path):
     cfg = C.from_dict({"data": {"train": str(few)}, "eval": {"every": 2, "prompts": prompts}})
     probe = VoiceProbe(cfg, tok=None)
     assert probe.verifier is None and "holds 3 of the person's answers" in probe.voice_note
+
+
+def test_many_person_texts_are_sampled_down_and_said_so(monkeypatch):
+    from mindprint.measures import voice as V
+
+    monkeypatch.setattr(V, "MAX_PERSON", 20)
+    person = answers(FX / "jaz.jsonl")
+    ver = VoiceVerifier.fit(person)
+    assert len(ver.person) == 20 and ver.given == 40 and set(ver.person) <= set(person)
+    assert "sample of 20 of the person's 40" in ver.held_out(k=3)["sampled"]

@@ -165,4 +165,5 @@ def voice_verifier(job: EvalJob, log) -> tuple[VoiceVerifier | None, dict | None
         log(f"voice score: {held['warning']}")
     return ver, {"person": [str(p) for p in job.person], "verifier_auc": held["auc"],
                  "verifier_curve": held["curve"], "n_person": held["n_person"],
-                 "n_background": held["n_background"], "warning": held["warning"], "notes": notes}
+                 "n_background": held["n_background"], "warning": held["warning"],
+                 "notes": notes + [held["sampled"]] * bool(held["sampled"])}

@@ -30,7 +30,7 @@ def voice_score(person: list[str], texts: list[str], background: list[str] = ())
             "voice_match": agg["voice_match"], "voice_attribution": agg["voice_attribution"],
             "verifier_auc": held["auc"], "verifier_curve": held["curve"],
             "n_person": held["n_person"], "n_background": held["n_background"],
-            "warning": held["warning"], "notes": notes}
+            "warning": held["warning"], "notes": notes + [held["sampled"]] * bool(held["sampled"])}
 
 
 def cmd_voice_score(args) -> int:
