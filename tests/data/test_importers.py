@@ -316,6 +316,12 @@ def test_cli_import_persona_files_and_errors(tmp_path):
     r = cli(str(PERSONA / "persona_whatsapp.txt"), "--from", "fax", "--me", "x", "-o",
             str(tmp_path / "z"))
     assert "unknown source kind 'fax'" in r.stderr and "Traceback" not in r.stderr
+    for args, said in (([str(FIX / "slack_export"), "--from", "whatsapp"], "a whatsapp source is a file"),
+                       ([str(FIX / "panel.vtt"), "--from", "slack"], "a slack source is a folder"),
+                       ([str(tmp_path / "nope.vtt"), "--from", "vtt"], "nope.vtt: no such file"),
+                       ([str(FIX / "panel.vtt"), "--from", "telegram"], "invalid JSON")):
+        r = cli(*args, "--me", "x", "-o", str(tmp_path / "w.jsonl"))
+        assert r.returncode != 0 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_cli_prose_counts_with_the_model_tokenizer(tmp_path, tokenizer):

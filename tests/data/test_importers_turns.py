@@ -90,7 +90,7 @@ def test_me_matches_aliases_case_insensitively_and_errors_list_speakers():
     check_me("f", msgs, ("BRIGHTFERN",))
     with pytest.raises(DataError, match=r"speakers found: 'Quill' \(2 messages\), 'Fern' \(1 message\)"):
         check_me("f", msgs, ("nobody",))
-    with pytest.raises(DataError, match="no --me matches none"):
+    with pytest.raises(DataError, match=r"say who the person is with --me NAME; speakers found: 'Quill'"):
         check_me("f", msgs, ())
 
 
@@ -214,3 +214,45 @@ def test_prose_split_is_lossless_and_within_budget(paragraphs, budget):
     passages = prose.split_passages(text, budget)
     assert " ".join(passages).split() == text.split()
     assert all(prose.approx_tokens(p) <= budget for p in passages)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) |
+                     st.dictionaries(st.sampled_from(["messages", "chats", "list", "text", "from",
+                                                      "type", "author", "name", "content",
+                                                      "sender_name", "timestamp_ms", "date",
+                                                      "date_unixtime", "timestamp", "nickname",
+                                                      "is_unsent", "from_id"]), inner,
+                                     max_size=5), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_JSON, kind=st.sampled_from(["telegram", "discord", "messenger"]))
+def test_json_exports_malformed_give_an_error_never_a_traceback(tmp_path, value, kind):
+    from mindprint.data.importers import chatjson
+
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps(value))
+    parse = {"telegram": chatjson.parse_telegram, "discord": chatjson.parse_discord,
+             "messenger": chatjson.parse_messenger}[kind]
+    try:
+        parse(str(src), Drops())
+    except DataError:
+        pass
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(users=_JSON, day=st.lists(st.dictionaries(
+    st.sampled_from(["type", "subtype", "user", "text", "ts", "user_profile"]), _JSON, max_size=6),
+    max_size=4) | _JSON)
+def test_slack_malformed_gives_an_error_never_a_traceback(tmp_path, users, day):
+    from mindprint.data.importers import chatjson
+
+    root = tmp_path / "export"
+    (root / "general").mkdir(parents=True, exist_ok=True)
+    (root / "users.json").write_text(json.dumps(users))
+    (root / "general" / "2024-01-01.json").write_text(json.dumps(day))
+    try:
+        chatjson.parse_slack(str(root), Drops())
+    except DataError:
+        pass

@@ -37,12 +37,20 @@ def load_json(path) -> object:
         raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
 
 
-def _iso(value: str | None) -> float | None:
-    if not value:
+def _iso(value) -> float | None:
+    """An ISO 8601 time in seconds; anything else (missing, malformed) is "no time"."""
+    if not isinstance(value, str) or not value:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
+        return None
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
         return None
 
 
@@ -75,7 +83,8 @@ def _tg_chat(chat: dict, path: str, drops: Drops, offset: int) -> tuple[Conversa
         if not text:
             drops.add("media or empty message", where)
             continue
-        when = float(m["date_unixtime"]) if m.get("date_unixtime") else _iso(m.get("date"))
+        when = _number(m.get("date_unixtime"))
+        when = when if when is not None else _iso(m.get("date"))
         name = m.get("from") or "Deleted Account"
         msgs.append(Msg(str(name), text, when, where, (str(m.get("from_id", "")),)))
     return Conversation(msgs), offset + len(chat["messages"])
@@ -83,8 +92,10 @@ def _tg_chat(chat: dict, path: str, drops: Drops, offset: int) -> tuple[Conversa
 
 def parse_telegram(path: str, drops: Drops) -> Imported:
     obj = load_json(path)
-    chats = obj["chats"]["list"] if isinstance(obj, dict) and isinstance(obj.get("chats"), dict) \
-        else [obj]
+    full = isinstance(obj, dict) and "chats" in obj          # a full export: several chats
+    chats = obj["chats"].get("list") if full and isinstance(obj["chats"], dict) else \
+        None if full else [obj]
+    need(isinstance(chats, list), path, "chats.list: expected a list of chats")
     out, offset = Imported(path, "telegram"), 0
     for chat in chats:
         conv, offset = _tg_chat(chat, path, drops, offset)
@@ -161,7 +172,7 @@ def parse_messenger(path: str, drops: Drops) -> Imported:
 
 _MENTION = re.compile(r"<@(\w+)(?:\|[^>]*)?>")
 _LINK = re.compile(r"<([^>|]+)(?:\|([^>]+))?>")
-_SLACK_KEEP = {None, "thread_broadcast", "me_message", "file_share"}
+_SLACK_KEEP = {"thread_broadcast", "me_message", "file_share"}
 
 
 def _slack_users(root: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -170,12 +181,13 @@ def _slack_users(root: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
     need(isinstance(users, list), f"{root / 'users.json'}", "expected a list of users")
     out = {}
     for u in users:
-        if isinstance(u, dict) and u.get("id"):
-            prof = u.get("profile") or {}
+        if isinstance(u, dict) and isinstance(u.get("id"), str):
+            prof = u.get("profile") if isinstance(u.get("profile"), dict) else {}
             name = (prof.get("real_name") or u.get("real_name") or prof.get("display_name")
                     or u.get("name") or u["id"])
-            out[u["id"]] = (name, tuple(x for x in (u.get("name"), prof.get("display_name"),
-                                                    u["id"]) if x))
+            out[u["id"]] = (str(name), tuple(str(x) for x in (u.get("name"),
+                                                              prof.get("display_name"), u["id"])
+                                             if x))
     return out
 
 
@@ -194,8 +206,9 @@ def parse_slack(path: str, drops: Drops) -> Imported:
             for i, m in enumerate(rows, 1):
                 where = f"{day}: message {i}"
                 need(isinstance(m, dict), where, "a message must be a JSON object")
-                if m.get("subtype") not in _SLACK_KEEP or m.get("type", "message") != "message":
-                    drops.add(f"system message ({m.get('subtype') or m.get('type')})", where)
+                sub = m.get("subtype")
+                if not (sub is None or str(sub) in _SLACK_KEEP) or m.get("type", "message") != "message":
+                    drops.add(f"system message ({sub or m.get('type')})", where)
                     continue
                 text = _MENTION.sub(lambda x: "@" + names.get(x.group(1), x.group(1)),
                                     str(m.get("text") or ""))
@@ -204,12 +217,12 @@ def parse_slack(path: str, drops: Drops) -> Imported:
                 if not text:
                     drops.add("file or empty message", where)
                     continue
-                uid = m.get("user", "")
-                prof = m.get("user_profile") or {}
+                uid = str(m.get("user") or "")
+                prof = m.get("user_profile") if isinstance(m.get("user_profile"), dict) else {}
                 name, aliases = users.get(uid, (None, ()))
                 name = name or prof.get("real_name") or prof.get("name") or uid or "?"
                 aliases += tuple(x for x in (uid, prof.get("name"), prof.get("display_name")) if x)
-                ts = m.get("ts")
-                msgs.append(Msg(name, text, float(ts) if ts else None, where, aliases))
+                msgs.append(Msg(str(name), text, _number(m.get("ts")), where,
+                                tuple(map(str, aliases))))
         out.conversations.append(Conversation(msgs))
     return out

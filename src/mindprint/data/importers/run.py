@@ -118,6 +118,11 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
     out = check_output(out, force)
     opts = options or TurnOptions(me=me)
     kinds = {src: ALIASES.get(kind, kind) if kind else detect(src) for src in sources}
+    for src, k in kinds.items():       # --from skips detection, not these checks
+        if not Path(src).exists():
+            raise DataError(f"{src}: no such file")
+        if Path(src).is_dir() != (k == "slack"):
+            raise DataError(f"{src}: a {k} source is a {'folder' if k == 'slack' else 'file'}")
     if "prose" in kinds.values() and len(set(kinds.values())) > 1:
         raise DataError("prose gives text records and chats give chat records: import "
                         f"{', '.join(s for s, k in kinds.items() if k == 'prose')} into a file of "

@@ -70,7 +70,9 @@ def check_me(path: str, msgs: Iterable[Msg], me: tuple[str, ...]) -> None:
     if not counts:
         raise DataError(f"{path}: no messages found")
     found = ", ".join(f"{name!r} ({n} message{'s' * (n != 1)})" for name, n in counts.most_common())
-    given = " or ".join(repr(m) for m in me) if me else "no --me"
+    if not me:
+        raise DataError(f"{path}: say who the person is with --me NAME; speakers found: {found}")
+    given = " or ".join(repr(m) for m in me)
     raise DataError(f"{path}: {given} matches none of the speakers; speakers found: {found}. "
                     "Pass --me NAME (repeat it for several names)")
 
