@@ -58,7 +58,7 @@ def test_fixtures_answer_the_same_questions():
         assert [json.loads(ln)["messages"][0]["content"] for ln in open(FX / f"{n}.jsonl")] == ev[:20]
 
 
-@pytest.mark.parametrize("name,person,other,generic", list(cases()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("name,person,other,generic", [pytest.param(*c, id=c[0]) for c in cases()])
 def test_person_held_out_beats_generic_and_other_person(name, person, other, generic):
     """5 folds over the person's answers: fitted on 4/5, the held-out fifth scores above the
     generic assistant's and another person's answers to the same questions."""
