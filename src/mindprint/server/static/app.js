@@ -402,7 +402,7 @@ async function pageRun(main, id) {
       });
     } else if (job.has_adapter) {
       $('#eval-form-box').innerHTML = `<form id="eval-form" class="grid">
-        <label class="field"><span class="key">prompts (voice fidelity, style)</span><select name="prompts">${opts}</select></label>
+        <label class="field"><span class="key">prompts (content similarity, style)</span><select name="prompts">${opts}</select></label>
         <label class="field"><span class="key">chat (perplexity)</span><select name="chat">${opts}</select></label>
         <label class="field"><span class="key">preference (accuracy)</span><select name="preference">${opts}</select></label>
         <label class="field"><span class="key">max prompts</span><input name="max_prompts" value="16"></label>
