@@ -152,7 +152,7 @@ def _gpu_name() -> str:
 # -- Mindprint side ----------------------------------------------------------------------------
 def run_mindprint(a) -> dict:
     from mindprint import config as C
-    from mindprint.backends.torch.train import Trainer
+    from mindprint.training import Trainer
     from mindprint.methods import get_method
 
     raw = {"method": a.method, "model": a.model_dir,

@@ -31,7 +31,7 @@ def one(bits: int | None, steps: int, max_length: int) -> dict:
     import mlx.core as mx
 
     from mindprint.backends.mlx.model import load_base
-    from mindprint.backends.mlx.train import run_training
+    from mindprint.training import run_training
     from mindprint.config import from_dict
     from mindprint.models import resolve
 

@@ -70,7 +70,7 @@ def subset(a) -> Path:
 
 def run_mindprint(a) -> dict:
     from mindprint import config as C
-    from mindprint.backends.mlx.train import MLXTrainer
+    from mindprint.training import Trainer
     from mindprint.methods import get_method
 
     out = tempfile.mkdtemp(prefix="mp-mlx-bench-")
@@ -85,7 +85,7 @@ def run_mindprint(a) -> dict:
                  "targets": [k.split(".")[-1] for k in KEYS]},
         "dpo": {"beta": BETA}, "output_dir": out})
     t0 = time.monotonic()
-    trainer = MLXTrainer(cfg, get_method(cfg), overwrite=True, log=lambda s: print(s, file=sys.stderr))
+    trainer = Trainer(cfg, get_method(cfg), overwrite=True, log=lambda s: print(s, file=sys.stderr))
     trainer.setup()
     setup_s = time.monotonic() - t0
     ends, losses = [time.perf_counter()], []

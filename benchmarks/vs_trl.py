@@ -103,7 +103,7 @@ def eval_pref_accuracy(model, tok, method: str, max_length: int) -> float | None
 def run_mindprint(a) -> dict:
     from mindprint import config as C
     from mindprint.backends.torch.process import configure_process
-    from mindprint.backends.torch.train import Trainer
+    from mindprint.training import Trainer
     from mindprint.methods import get_method
 
     train, _, lr, bs = SETTINGS[a.method]

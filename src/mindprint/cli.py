@@ -49,10 +49,7 @@ def cmd_train(args) -> int:
     get_method(cfg)      # builds it: a bad reward module etc. fails here too
     from .backends.torch.process import configure_process
 
-    if cfg.backend == "mlx":
-        from .backends.mlx.train import run_training
-    else:
-        from .backends.torch.train import run_training
+    from .training import run_training
 
     # under torchrun / accelerate launch only rank 0 speaks (the trainer silences the others)
     say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)

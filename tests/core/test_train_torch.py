@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from conftest import start_then_sigkill, tiny_config
 from mindprint import config as C
-from mindprint.backends.torch.train import Trainer, run_training
+from mindprint.training import Trainer, run_training
 from mindprint.errors import MindprintError, TrainingStopped
 from mindprint.methods import get_method
 
@@ -236,7 +236,7 @@ def test_mixed_precision_bf16_trains_close_to_float32(tiny_model_dir, tiny_chat_
         tr = Trainer(_cfg(raw), get_method(_cfg(raw)), log=lambda s: None)
         tr.setup()
         assert tr.backend.amp_dtype == (torch.bfloat16 if mp == "bf16" else None)
-        assert all(p.dtype == torch.float32 for p in tr.params)
+        assert all(p.dtype == torch.float32 for p in tr.stepper.params)
         res[mp] = [tr.train_step()["loss"] for _ in range(3)]
     assert res["bf16"] != res["no"]                   # autocast did change the arithmetic
     for a, b in zip(res["bf16"], res["no"]):

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, tiny_config
 from mindprint import config as C
 from mindprint.backends.torch import dist as D
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 from mindprint.data.batching import StepSampler
 from mindprint.errors import MindprintError
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO, chat, tiny_config, write_jsonl
 from mindprint import config as C
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 
 pytestmark = pytest.mark.slow
 

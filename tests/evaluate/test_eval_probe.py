@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import PERSONA
 from mindprint import config as C
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 
 
 def _losses(out: str) -> list:

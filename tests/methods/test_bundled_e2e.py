@@ -12,7 +12,7 @@ import yaml
 
 from conftest import PERSONA, write_jsonl
 from mindprint import config as C
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 
 pytestmark = pytest.mark.slow
 

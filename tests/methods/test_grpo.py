@@ -177,7 +177,7 @@ REWARD_MODULE = textwrap.dedent("""
 
 
 def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
-    from mindprint.backends.torch.train import run_training
+    from mindprint.training import run_training
 
     (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
     monkeypatch.chdir(tmp_path)
@@ -206,7 +206,7 @@ def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_a_broken_reward_stops_the_run_naming_it(tmp_path, tiny_model_dir, monkeypatch):
-    from mindprint.backends.torch.train import run_training
+    from mindprint.training import run_training
     from mindprint.errors import MindprintError
 
     (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
@@ -225,7 +225,7 @@ def test_reward_rises_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
     leading space). At temperature 0.05 its near-flat logits become a policy that learning can
     shift; the mean reward goes from about −6 words to −1 within 20 steps (seed 4; how fast it
     gets there depends on the sampled groups, e.g. seed 3 only gains about a word in 20 steps)."""
-    from mindprint.backends.torch.train import run_training
+    from mindprint.training import run_training
 
     (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,7 @@ from conftest import tiny_config
 from mindprint import config as C
 from mindprint.backends.torch.backend import TorchBackend
 from mindprint.backends.torch.load import load_for_inference
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 from mindprint.data.jsonl import load_many
 from mindprint.data.render import render_chat_records
 from mindprint.methods.kl_sft import kl_to_base_on

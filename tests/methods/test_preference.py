@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config, write_jsonl
 from mindprint import config as C
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 from mindprint.errors import DataError
 from mindprint.methods import get_method
 

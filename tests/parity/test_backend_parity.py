@@ -41,7 +41,7 @@ def _mlx_grads(grads):
 
 def _losses(cfg, model_dir, *, dora=False):
     """(torch loss, mlx loss, torch grads, mlx grads) of one micro-batch of ``cfg``'s method."""
-    from mindprint.backends.mlx.train import MLXTrainer
+    from mindprint.backends.mlx.train import MLXStepper
     from mindprint.methods import get_method
 
     lora = lora_cfg(dora=dora)
@@ -63,7 +63,7 @@ def _losses(cfg, model_dir, *, dora=False):
         examples_m = data_m.train[:4]
     else:
         method_m, examples_m = method, examples
-    trainer = MLXTrainer.__new__(MLXTrainer)        # only micro_grads is used
+    trainer = MLXStepper.__new__(MLXStepper)        # only micro_grads is used
     trainer.model, trainer.method, trainer.backend = mmodel, method_m, mb
     mloss, mm, grads = trainer.micro_grads(examples_m, norm)
     return float(tloss.detach()), float(mloss), _torch_grads(tmodel), _mlx_grads(grads), tm, mm
@@ -154,7 +154,7 @@ def test_grpo_loss_and_grads_match(loss_type, level, tiny_model_dir, tmp_path):
     reference log-probs (the torch side's, handed to both) give the same loss, metrics and LoRA
     gradients on both backends; temperature 0.7, β 0.05, two iterations (so the ratio is not 1
     and clipping engages)."""
-    from mindprint.backends.mlx.train import MLXTrainer
+    from mindprint.backends.mlx.train import MLXStepper
     from mindprint.methods.grpo import GRPOMethod
 
     cfg = _cfg(tiny_model_dir, "x.jsonl", "grpo", tmp_path / "run",
@@ -177,7 +177,7 @@ def test_grpo_loss_and_grads_match(loss_type, level, tiny_model_dir, tmp_path):
     norm = method.weight(samples[:2]) + method.weight(samples[2:])   # two micro-batches' share
     tloss, tm = method.micro_loss(tb, samples[:2], norm)
     tloss.backward()
-    trainer = MLXTrainer.__new__(MLXTrainer)         # only micro_grads is used
+    trainer = MLXStepper.__new__(MLXStepper)         # only micro_grads is used
     trainer.model, trainer.method, trainer.backend = mmodel, GRPOMethod(cfg), mb
     mloss, mm, grads = trainer.micro_grads(samples[:2], norm)
     assert tm["clip_region_sum"] > 0                  # the clipped branch is exercised

@@ -43,8 +43,8 @@ def _losses(run_dir) -> list[float]:
 @pytest.fixture(scope="session")
 def bundled_curves(tmp_path_factory, bundled_model_dir):
     """{method: {backend: [loss per step]}} for sft and dpo."""
-    from mindprint.backends.mlx.train import run_training as mlx_run
-    from mindprint.backends.torch.train import run_training as torch_run
+    from mindprint.training import run_training as mlx_run
+    from mindprint.training import run_training as torch_run
     from mindprint.config import from_dict
 
     root = tmp_path_factory.mktemp("bundled-curves")

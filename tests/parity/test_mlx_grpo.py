@@ -148,7 +148,7 @@ def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
     """A GRPO run on mlx writes what a torch GRPO run writes: the per-step reward, advantage,
     clipping, KL, entropy and length metrics, per-reward columns, samples.jsonl at the sampling
     steps, a greedy eval scored by the same rewards, and both adapter formats."""
-    from mindprint.backends.mlx.train import run_training
+    from mindprint.training import run_training
 
     (tmp_path / "mlx_tiny_rewards.py").write_text(FEW_WORDS)   # a reward the tiny model varies on
     monkeypatch.chdir(tmp_path)
@@ -188,7 +188,7 @@ def test_grpo_run_on_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
                                              ("bnpo", "token")])
 def test_grpo_variants_run_on_tiny_model(tmp_path, tiny_model_dir, loss_type, level):
     """GSPO, Dr. GRPO and BNPO train too (two steps, two micro-batches each)."""
-    from mindprint.backends.mlx.train import run_training
+    from mindprint.training import run_training
 
     train = write_jsonl(tmp_path / "p.jsonl", _prompts(4))
     cfg = _grpo_cfg(tiny_model_dir, str(train), str(tmp_path / "run"),
@@ -204,7 +204,7 @@ def test_grpo_variants_run_on_tiny_model(tmp_path, tiny_model_dir, loss_type, le
 def test_grpo_on_bundled_model(tmp_path, bundled_model_dir):
     """Two GRPO steps on the bundled model on mlx (groups of 2, 8-token completions): real
     end-of-turn stops and text through the rewards, a finite loss, an adapter."""
-    from mindprint.backends.mlx.train import run_training
+    from mindprint.training import run_training
 
     train = write_jsonl(tmp_path / "p.jsonl", _prompts(2))
     out = tmp_path / "run"

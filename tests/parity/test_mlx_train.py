@@ -22,7 +22,7 @@ def _cfg(raw):
 
 
 def _run(raw, **kw):
-    from mindprint.backends.mlx.train import run_training
+    from mindprint.training import run_training
 
     return run_training(_cfg(raw), log=lambda s: None, **kw)
 
@@ -113,7 +113,7 @@ def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path):
 def test_loss_curve_matches_torch(method, tiny_model_dir, tiny_chat_files, tmp_path, monkeypatch):
     """From the same LoRA start (B ≠ 0) and the same data order, 6 steps of AdamW on each backend
     log the same losses (within 0.1%) and end at the same adapter."""
-    from mindprint.backends.torch.train import run_training as torch_run
+    from mindprint.training import run_training as torch_run
     from mindprint.config import from_dict
 
     monkeypatch.setenv("MINDPRINT_CACHE", str(tmp_path / "cache"))

@@ -54,7 +54,7 @@ def small_config(model_dir, train, ev, out, **over) -> dict:
 def sft_run(tiny_model_dir, tmp_path_factory) -> Path:
     """One finished SFT run on the tiny model, fed to every installed tracker (trained once)."""
     from mindprint import config as C
-    from mindprint.backends.torch.train import run_training
+    from mindprint.training import run_training
 
     root = tmp_path_factory.mktemp("sft-run")
     train, ev = chat_files(root / "data")

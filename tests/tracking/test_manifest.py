@@ -13,7 +13,7 @@ import yaml
 
 from mindprint import config as C
 from mindprint import manifest as M
-from mindprint.backends.torch.train import Trainer, run_training
+from mindprint.training import Trainer, run_training
 from mindprint.cli import main
 from mindprint.data.render import Rendered
 from mindprint.errors import TrainingStopped

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mindprint import config as C
-from mindprint.backends.torch.train import run_training
+from mindprint.training import run_training
 from mindprint.tracking import trackers as T
 
 from .conftest import chat_files, read_json, small_config

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..config import Config, dump_yaml
 from ..errors import MindprintError
 from ..outputs import write_atomic
+from ..training import run_training
 from .gate import evaluate_topic, gate_result
 from .plan import fits, plan, replay_records, topic_config, write_jsonl
 from .report import SUMMARY, TABLE, fmt, finish
@@ -19,11 +20,6 @@ from .state import STATE, State
 def run_curriculum(cfg: Config, *, resume: bool = False, overwrite: bool = False, log=print) -> dict:
     # each topic is an ordinary run of the configured backend, started from the previous topic's
     # PEFT-format adapter; topic evaluation loads that adapter through torch on either backend
-    if cfg.backend == "mlx":
-        from ..backends.mlx.train import run_training
-    else:
-        from ..backends.torch.train import run_training
-
     root = Path(cfg.output_dir)
     topics = plan(cfg)
     state = State(root, topics)

@@ -2,8 +2,9 @@
 ``accelerate launch``.
 
 A run is distributed when the launcher's environment says so (``WORLD_SIZE`` > 1, with ``RANK``
-and ``LOCAL_RANK``); otherwise :func:`from_env` returns ``None`` and the training loop takes the
-single-process path unchanged. The process group uses NCCL on CUDA and gloo on CPU.
+and ``LOCAL_RANK``); otherwise :func:`from_env` returns ``None`` and the run is the world of one
+(``backends.common.LocalDist``, whose collectives are the identity): the training loop and the
+torch stepper have one code path for both. The process group uses NCCL on CUDA and gloo on CPU.
 
 How a step stays exactly the single-process step (2 processes × batch b ≡ 1 process × batch 2b):
 
@@ -98,16 +99,6 @@ class DistContext:
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def padded_share(ctx: DistContext, batches: list) -> tuple[list, list]:
-    """``(this rank's batches, extra passes)``. Under FSDP every forward is a collective, so a
-    rank with fewer batches repeats one (results discarded) until all ranks made as many passes."""
-    mine = ctx.share(batches)
-    if not ctx.fsdp or not batches:
-        return mine, []
-    most = -(-len(batches) // ctx.world_size)
-    return mine, [batches[0]] * (most - len(mine))
 
 
 def env_world_size() -> int:

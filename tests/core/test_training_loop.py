@@ -1,0 +1,194 @@
+"""The training loop is backend-neutral: it runs a third, pure-Python stepper (one float weight
+pulled towards each example's target) with its cadence, checkpoints, exact resume and NaN stop,
+and the MLX training path never imports torch."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+from mindprint import config as C
+from mindprint.backends.common import LOCAL, atomic_dir
+from mindprint.errors import TrainingStopped
+from mindprint.training import Trainer
+
+
+@dataclass
+class _Data:
+    train: list
+    eval: list
+    notes: list = field(default_factory=list)
+
+    @property
+    def train_lengths(self) -> list[int]:
+        return [1] * len(self.train)
+
+
+class _Method:
+    """Examples are target numbers; the loss of one is (w − target)²."""
+
+    def __init__(self, train, ev):
+        self.train, self.ev = train, ev
+
+    def prepare(self, tok):
+        return _Data(list(self.train), list(self.ev))
+
+    def weight(self, group):
+        return len(group)
+
+    def n_tokens(self, example):
+        return 1
+
+    def step_metrics(self, sums):
+        return {"mean_target": sums["target_sum"] / sums["n"]}
+
+    def eval_sums(self, backend, examples):
+        return {"sq": sum((backend.w - t) ** 2 for t in examples), "n": float(len(examples))}
+
+    def eval_metrics(self, sums):
+        return {"eval_loss": sums["sq"] / sums["n"]}
+
+
+class _FloatStepper:
+    """A stepper with no framework: the 'model' is one float, gradient descent at a fixed rate;
+    ``poison_at`` makes that step's loss NaN."""
+
+    name = "float"
+    device = "cpu"
+    poison_at = None
+
+    @staticmethod
+    def world(cfg):
+        return LOCAL
+
+    def __init__(self, cfg, method, dist, log=print):
+        self.cfg, self.method = cfg, method
+        self.w, self.model = 0.0, None
+
+    def load(self, model_ref):
+        return "tokenizer"
+
+    def attach(self, init_adapter):
+        self.model = self
+        return self
+
+    def voice_probe(self, tokenizer):
+        return None
+
+    def seed(self, seed):
+        pass
+
+    def begin_step(self, step):
+        self.index = step
+
+    def step(self, groups, norm, check):
+        examples = [t for g in groups for t in g]
+        loss = sum((self.w - t) ** 2 for t in examples) / norm
+        if self.index + 1 == self.poison_at:
+            loss = float("nan")
+        check("loss", loss)
+        grad = sum(2 * (self.w - t) for t in examples) / norm
+        self.w -= self.cfg.train.lr * grad
+        return {"loss": loss, "lr": self.cfg.train.lr, "grad_norm": abs(grad),
+                "tokens": len(examples), "sums": {"target_sum": float(sum(examples)),
+                                                  "n": float(len(examples))}}
+
+    @contextlib.contextmanager
+    def inference(self):          # the Backend's eval context (this stepper is its own backend)
+        yield
+
+    def save(self, path, state):
+        with atomic_dir(path) as tmp:
+            (tmp / "w.json").write_text(json.dumps(self.w))
+            (tmp / "state.json").write_text(json.dumps(state))
+
+    def load_checkpoint(self, path):
+        self.w = json.loads((path / "w.json").read_text())
+        return json.loads((path / "state.json").read_text())
+
+    def save_adapter(self, path, meta, run_root):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "w.json").write_text(json.dumps({"w": self.w, **meta}))
+        return {"float_w": self.w}
+
+    def peak_memory_mb(self):
+        return 0.0
+
+
+TARGETS = [1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 4.0, 6.0]
+
+
+def _cfg(tmp_path, out, **train):
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    t = {"max_steps": 6, "batch_size": 2, "grad_accum": 2, "lr": 0.05, "seed": 7,
+         "eval_every": 3, "save_every": 2, "keep_last": 10, "log_every": 1, **train}
+    return C.from_dict({"method": "sft", "model": str(model), "data": {"train": "unused.jsonl"},
+                        "train": t, "output_dir": str(tmp_path / out)})
+
+
+def _run(cfg, *, stepper=_FloatStepper, resume=False):
+    tr = Trainer(cfg, _Method(TARGETS, [3.0, 7.0]), stepper_cls=stepper, resume=resume,
+                 log=lambda s: None, callbacks=[])
+    tr.setup()
+    return tr, tr.train()
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_framework_free_stepper_runs_the_whole_loop(tmp_path):
+    tr, s = _run(_cfg(tmp_path, "r"))
+    assert s["backend"] == "float" and s["steps"] == 6 and s["stopped"] == "max_steps"
+    assert s["tokens_seen"] == 6 * 4 and s["float_w"] == tr.stepper.w > 0
+    steps = [r["step"] for r in _rows(tmp_path / "r") if "loss" in r]
+    evals = [r for r in _rows(tmp_path / "r") if "eval_loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6] and [r["step"] for r in evals] == [0, 3, 6]
+    # eval loss at w: mean of (w − 3)², (w − 7)²; the loop's own arithmetic round-trips
+    w = tr.stepper.w
+    assert evals[-1]["eval_loss"] == pytest.approx(((w - 3) ** 2 + (w - 7) ** 2) / 2)
+    assert s["final_eval_loss"] == evals[-1]["eval_loss"] and s["first_eval_loss"] == 29.0
+    done = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert done == ["step-0000002", "step-0000003", "step-0000004", "step-0000006"]  # 3: best
+
+
+def test_resume_of_a_framework_free_stepper_equals_an_unbroken_run(tmp_path):
+    _, full = _run(_cfg(tmp_path, "full"))
+    _run(_cfg(tmp_path, "cut", max_steps=4))
+    tr, resumed = _run(_cfg(tmp_path, "cut"), resume=True)
+    assert resumed["float_w"] == full["float_w"]          # bit for bit: same data order
+    cut = [r for r in _rows(tmp_path / "cut") if "loss" in r]
+    assert [r["loss"] for r in cut] == [r["loss"] for r in _rows(tmp_path / "full") if "loss" in r]
+
+
+def test_a_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
+    class Poisoned(_FloatStepper):
+        poison_at = 3
+
+    with pytest.raises(TrainingStopped, match=r"loss became nan at step 3: .*step-0000002"):
+        _run(_cfg(tmp_path, "nan"), stepper=Poisoned)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlx") is None, reason="mlx is not installed")
+def test_the_mlx_training_path_never_imports_torch():
+    """No mindprint module on the mlx training path imports torch (mlx-lm itself imports
+    transformers, which loads torch where it is installed: that is outside mindprint)."""
+    code = ("import sys\n"
+            "from mindprint.training import stepper_class\n"
+            "stepper_class('mlx')\n"
+            "torch = sys.modules.get('torch')\n"
+            "ours = {n: m for n, m in sys.modules.items() if n.startswith('mindprint')}\n"
+            "assert 'mindprint.backends.mlx.train' in ours and 'mindprint.training.loop' in ours\n"
+            "bad = sorted(n for n, m in ours.items() if n.startswith('mindprint.backends.torch')\n"
+            "             or torch is not None and any(v is torch for v in vars(m).values()))\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
