@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, registry
 from .config_paths import ConfigPathWarning
 from .errors import DataError, MindprintError
 
@@ -37,7 +37,6 @@ def cmd_train(args) -> int:
         cfg = _train_config(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
-    from . import registry
     from .methods import get_method
 
     if cfg.curriculum is not None:
@@ -143,7 +142,6 @@ def _method_for(files: list[str]) -> str:
 
 
 def _train_curriculum(cfg, args) -> int:
-    from . import registry
     from .backends.torch.process import configure_process
     from .curriculum import run_curriculum
     from .methods import get_method
@@ -241,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the data's format (chat-like: sft, preference pairs: dpo, kto: kto) "
                         "and output_dir runs/<file name>")
     t.add_argument("--eval", action="append", metavar="FILE", help="held-out JSONL file (repeatable)")
-    t.add_argument("--method", metavar="M", help="training method: sft, kl_sft, dpo, ipo, orpo, kto, "
-                   "simpo or grpo (default with --data: from the data's format)")
+    t.add_argument("--method", metavar="M", help=f"training method: {', '.join(registry.NAMES[:-1])} "
+                   f"or {registry.NAMES[-1]} (default with --data: from the data's format)")
     t.add_argument("--model", help="model spec: alias, local directory, .gguf file or hub id")
     t.add_argument("--reproduce", metavar="RUN_DIR",
                    help="re-run RUN_DIR from its manifest.json into RUN_DIR-reproduce (or "
