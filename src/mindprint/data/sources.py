@@ -127,7 +127,7 @@ def _whole_json(path) -> str | None:
         value, end = json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip()))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if isinstance(value, list):
+    if isinstance(value, list) and not text[end:].strip():  # the whole file, not a first line
         return ("holds one JSON array, not JSON Lines (one object per line); name it *.json to "
                 "read it as an array")
     if isinstance(value, dict) and "\n" in text[:end].strip():
