@@ -12,7 +12,7 @@ from mindprint.training import run_training
 
 def _losses(out: str) -> list:
     rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r], [r for r in rows if "voice_fidelity" in r]
+    return [r["loss"] for r in rows if "loss" in r], [r for r in rows if "content_similarity" in r]
 
 
 def tiny_config(model_dir: str, train: str, ev: str, out: str, **train_over) -> dict:
@@ -23,7 +23,7 @@ def tiny_config(model_dir: str, train: str, ev: str, out: str, **train_over) -> 
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
 
 
-def test_voice_fidelity_during_training(tiny_model_dir, tiny_chat_files, tmp_path):
+def test_content_similarity_during_training(tiny_model_dir, tiny_chat_files, tmp_path):
     train, ev = tiny_chat_files
     raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "probe"), max_steps=4)
     raw["eval"] = {"every": 2, "prompts": str(PERSONA / "prompts_eval.jsonl"), "max_prompts": 2,
@@ -31,7 +31,9 @@ def test_voice_fidelity_during_training(tiny_model_dir, tiny_chat_files, tmp_pat
     run_training(C.from_dict(raw), log=lambda s: None)
     losses, probes = _losses(str(tmp_path / "probe"))
     assert [p["step"] for p in probes] == [0, 2, 4]
-    assert all(-1.0 <= p["voice_fidelity"] <= 1.0 and p["voice_prompts"] == 2 for p in probes)
+    assert all(-1.0 <= p["content_similarity"] <= 1.0 and p["voice_prompts"] == 2 for p in probes)
+    # every row has the voice verifier's voice_match or says why it is missing
+    assert all("voice_match" in p or "voice_match_skipped" in p for p in probes)
     # the probe leaves the RNG alone: the same run without it has the same losses
     plain = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "plain"), max_steps=4)
     run_training(C.from_dict(plain), log=lambda s: None)

@@ -1,6 +1,6 @@
 """Voice during training (``eval.every``): a few held-out prompts answered greedily by the model
-being trained; one ``metrics.jsonl`` row per probe with their content similarity to the reference
-answers (key ``voice_fidelity``, its old name, which the training loop prints) and, when
+being trained; one ``metrics.jsonl`` row per probe with their ``content_similarity`` to the
+reference answers and, when
 ``data.train`` holds at least :data:`~mindprint.measures.voice.MIN_PERSON` of the person's answers,
 ``voice_match``: the mean P(the person's) from the voice verifier fitted on them once.
 
@@ -59,7 +59,7 @@ class VoiceProbe:
         finally:
             model.train(was_training)
         fid, _ = content_similarity(gen["answers"], [it.reference for it in self.items])
-        row = {"voice_fidelity": fid,
+        row = {"content_similarity": fid,
                "voice_answer_words": mean(len(a.split()) for a in gen["answers"]),
                "voice_prompts": len(self.items)}
         if self.verifier is not None:

@@ -325,7 +325,9 @@ class Trainer:
     def _probe_voice(self, progress) -> None:
         row = {"step": self.step, **self.voice(self.stepper.model)}
         self.run.append_metrics(row)
-        progress.note(f"step {self.step}: voice fidelity {row['voice_fidelity']:.4f}")
+        vm = row.get("voice_match")
+        progress.note(f"step {self.step}: content similarity {row['content_similarity']:.4f}"
+                      + (f", voice match {vm:.3f}" if vm is not None else ""))
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t_start)
