@@ -14,6 +14,9 @@ Outputs are not inputs: ``output_dir`` and ``eval.output_dir`` stay relative to 
 directory, as with the Hugging Face Trainer and TRL — ``mindprint train examples/quickstart.yaml``
 from the repository root writes ``runs/quickstart`` there, not inside ``examples/``.
 
+A Hugging Face Hub dataset id (``org/name``, no file suffix) that exists neither beside the config
+nor in the current directory is left as it is: the data loader reads it through ``datasets``.
+
 Compatibility: configs written before this rule named data relative to the directory they were
 run from (``examples/data/persona_train.jsonl``). A relative path that does not exist beside the
 config file but does exist in the current directory is used from there, with a
@@ -27,6 +30,7 @@ from anywhere.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,16 @@ from typing import Any
 DATA_KEYS = (("data", "train"), ("data", "eval"), ("eval", "prompts"), ("eval", "chat"),
              ("eval", "preference"), ("grpo", "voice_person"))
 TOPIC_KEYS = ("data", "eval")
+
+
+# a Hub id: one slash, no file suffix a data file would have
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
+
+
+def is_hub_id(value: str) -> bool:
+    """``value`` reads as a Hub id (``org/name``) rather than a relative file path."""
+    return bool(HUB_ID.fullmatch(value)) and not value.lower().endswith(DATA_SUFFIXES)
 
 
 class ConfigPathWarning(UserWarning):
@@ -56,6 +70,8 @@ def _resolve_one(value: Any, base: Path, cwd: Path, where: str, source: str) -> 
                       f"read from the config's folder: write '{os.path.relpath(here, base)}' "
                       "(this fallback will be removed)", ConfigPathWarning, stacklevel=4)
         return here
+    if not os.path.exists(beside) and not os.path.exists(_join(cwd, value)) and is_hub_id(value):
+        return value    # a Hub dataset id, for the data loader
     return beside
 
 
@@ -103,6 +119,11 @@ def _abs(p: str) -> str:
     return os.path.abspath(os.path.expanduser(p))
 
 
+def _abs_input(p: str) -> str:
+    """An input path made absolute; a Hub dataset id stays as it is."""
+    return p if not os.path.exists(os.path.expanduser(p)) and is_hub_id(p) else _abs(p)
+
+
 def absolute_paths(d: dict) -> dict:
     """A config dict (``Config.to_dict()``) with every file path absolute against the current
     directory: inputs, ``output_dir``, ``eval.output_dir``, and ``model.name`` when it names an
@@ -110,7 +131,7 @@ def absolute_paths(d: dict) -> dict:
     d = {**d}
     for section, key in DATA_KEYS:
         if isinstance(d.get(section), dict) and isinstance(d[section].get(key), list):
-            d[section] = {**d[section], key: [_abs(p) for p in d[section][key]]}
+            d[section] = {**d[section], key: [_abs_input(p) for p in d[section][key]]}
     if d.get("output_dir"):
         d["output_dir"] = _abs(d["output_dir"])
     if isinstance(d.get("eval"), dict) and d["eval"].get("output_dir"):
@@ -122,6 +143,7 @@ def absolute_paths(d: dict) -> dict:
     cur = d.get("curriculum")
     if isinstance(cur, dict) and isinstance(cur.get("topics"), list):
         d["curriculum"] = {**cur, "topics": [
-            {**t, **{k: [_abs(p) for p in t[k]] for k in TOPIC_KEYS if isinstance(t.get(k), list)}}
+            {**t, **{k: [_abs_input(p) for p in t[k]] for k in TOPIC_KEYS
+                     if isinstance(t.get(k), list)}}
             for t in cur["topics"]]}
     return d

@@ -71,6 +71,25 @@ def test_hub_ids_aliases_and_absolute_paths_are_left_alone(project, tmp_path):
         assert (cfg.model.name, cfg.data.train) == (model, [absolute])
 
 
+def test_hub_dataset_ids_in_data_keys_are_left_alone(project, monkeypatch, tmp_path):
+    # `data.train: org/name` names a Hub dataset unless such a path exists; a relative file path
+    # with a suffix, or with more than one folder, is still a path beside the config
+    root, elsewhere = project
+    monkeypatch.chdir(elsewhere)
+    cfg_file = _write(root / "configs" / "hub.yaml", {"data": {
+        "train": "someone/their-dataset", "eval": ["sub/held.jsonl", "a/b/c"]}})
+    cfg = C.load(cfg_file, use_env=False)
+    assert cfg.data.train == ["someone/their-dataset"]
+    assert cfg.data.eval == [str(root / "configs" / "sub" / "held.jsonl"),
+                             str(root / "configs" / "a" / "b" / "c")]
+    from mindprint.config_paths import absolute_paths
+    assert absolute_paths(cfg.to_dict())["data"]["train"] == ["someone/their-dataset"]
+    # ... and a folder of that name beside the config is a path after all
+    (root / "configs" / "someone" / "their-dataset").mkdir(parents=True)
+    cfg = C.load(cfg_file, use_env=False)
+    assert cfg.data.train == [str(root / "configs" / "someone" / "their-dataset")]
+
+
 def test_curriculum_topic_files_are_resolved_too(project, monkeypatch):
     root, elsewhere = project
     cfg_file = _write(root / "configs" / "cur.yaml", {"curriculum": {"topics": [

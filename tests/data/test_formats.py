@@ -426,9 +426,14 @@ def test_saved_dataset_folder_and_offline_hub_id(tmp_path, monkeypatch):
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(DataError, match="is a DatasetDict with splits train; give one split's folder"):
         load_jsonl(tmp_path / "dd")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DataError, match="as a Hugging Face Hub dataset id it needs the network"):
-        load_jsonl("someone/their-dataset")
+    # offline unless the network is explicitly allowed (HF_HUB_OFFLINE=0), as for models
+    for value in ("1", None):
+        if value is None:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        else:
+            monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        with pytest.raises(DataError, match="as a Hugging Face Hub dataset id it needs the network"):
+            load_jsonl("someone/their-dataset")
 
 
 def test_mlx_folder_gives_train_and_valid(tmp_path):

@@ -31,20 +31,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mindprint.config_paths import is_hub_id
 from mindprint.data.columns import Table
 from mindprint.data.fields import Problem, kind
 from mindprint.errors import DataError
+from mindprint.models import network_allowed
 
 MLX_FILES = ("train", "valid", "test")
 # file kinds one uploaded file can be (a folder or a Hub id cannot be uploaded)
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 
 
@@ -300,16 +299,12 @@ def _saved_dataset(path, hints, columns) -> Iterator[Item]:
     yield from _dataset(path, hints, columns, ds)
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 def _hub(path, hints, columns) -> Iterator[Item]:
-    if _offline():
+    # offline unless the user explicitly allowed the Hub, as for models (models.network_allowed)
+    if not network_allowed():
         raise DataError(f"{path}: no such file; as a Hugging Face Hub dataset id it needs the "
-                        "network, and HF_HUB_OFFLINE is set (download it elsewhere and pass the "
-                        "saved folder or a file)")
+                        "network, which Mindprint uses only when asked (HF_HUB_OFFLINE=0). Or "
+                        "save it once with datasets' save_to_disk and pass that folder, or a file")
     try:
         import datasets
     except ImportError:
@@ -362,8 +357,7 @@ def iter_items(path, *, columns: dict[str, str] | None = None,
                             "data.train the folder means train.jsonl, valid.jsonl as eval)")
         raise DataError(f"{path}: is a directory, not a file (nor a saved dataset or an mlx-lm "
                         "data folder)")
-    if not p.exists() and suffix not in (".jsonl", ".json", ".csv", ".tsv", ".parquet") \
-            and _HUB_ID.fullmatch(str(path)):
+    if not p.exists() and is_hub_id(str(path)):
         yield from _hub(path, hints, columns)
     elif suffix == ".json":
         yield from _json_array(path, hints)
