@@ -14,7 +14,8 @@ Fields of a :class:`MethodSpec`:
 
 * ``impl`` — ``"module:Class"`` under ``mindprint.methods``; the class is built as ``Class(cfg)``.
 * ``trains_on`` — the kinds of record the method trains on: ``chat`` (ChatRecord),
-  ``preference`` (PreferenceRecord), ``kto`` (KTORecord), ``prompt`` (PromptRecord) of
+  ``text`` (TextRecord: every token trained), ``preference`` (PreferenceRecord), ``kto``
+  (KTORecord), ``prompt`` (PromptRecord) of
   :mod:`mindprint.data.records`; the first is what the curriculum converts replayed records to.
 * ``reference`` — what the method needs from the adapter-disabled base: ``"none"``; ``"logps"``
   (sequence log-probs, computed once and cached, or live per step); ``"logits"`` (the base's
@@ -48,8 +49,8 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
-    MethodSpec("sft", "sft:SFTMethod", ("chat",), "none"),
-    MethodSpec("kl_sft", "kl_sft:KLSFTMethod", ("chat",), "logits", ("kl",)),
+    MethodSpec("sft", "sft:SFTMethod", ("chat", "text"), "none"),
+    MethodSpec("kl_sft", "kl_sft:KLSFTMethod", ("chat", "text"), "logits", ("kl",)),
     MethodSpec("dpo", "pairwise:PairMethod", ("preference",), "logps", ("dpo",)),
     MethodSpec("ipo", "pairwise:PairMethod", ("preference",), "logps", ("dpo",)),
     MethodSpec("orpo", "pairwise:PairMethod", ("preference",), "none", ("orpo",),

@@ -65,6 +65,10 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
         try:
             # -- datasets: upload two files, each shows its validation report
             page.goto(f"{live_server}/#/datasets")
+            # the file picker offers every data file kind the loader reads, not only .jsonl
+            page.wait_for_selector("#upload-file")
+            accept = page.get_attribute("#upload-file", "accept").split(",")
+            assert {".jsonl", ".json", ".csv", ".tsv", ".parquet"} <= set(accept)
             for f, n in ((train, 24), (held, 6)):
                 page.set_input_files("#upload-file", str(f))
                 page.click("#upload-button")

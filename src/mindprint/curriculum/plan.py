@@ -20,14 +20,16 @@ from pathlib import Path
 from .. import registry
 from ..config import Config, GateConfig, TopicConfig, from_dict, set_key
 from ..data.jsonl import load_jsonl
-from ..data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord, to_json
+from ..data.records import (ChatRecord, KTORecord, PreferenceRecord, PromptRecord, TextRecord,
+                            to_json)
 from ..errors import ConfigError, DataError
 from ..outputs import write_atomic
 from ..schedule import resolve_steps
 
 # what each method trains on (mindprint.registry); the first type is what replayed records are
 # converted to
-_KINDS = {"chat": ChatRecord, "preference": PreferenceRecord, "kto": KTORecord, "prompt": PromptRecord}
+_KINDS = {"chat": ChatRecord, "text": TextRecord, "preference": PreferenceRecord, "kto": KTORecord,
+          "prompt": PromptRecord}
 TRAINS_ON = {n: tuple(_KINDS[k] for k in s.trains_on) for n, s in registry.METHODS.items()}
 # preference accuracy the gate reads: reference-free methods score log-probs, the others the
 # implicit reward (log-ratio to the base model)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ... import __version__, registry
 from ... import config as C
+from ...data.sources import FILE_SUFFIXES
 from ...reward_names import BUILTINS
 from ..common import Context
 from ..security import NO_STORE
@@ -48,6 +49,7 @@ def router(ctx: Context) -> APIRouter:
                                 for n, s in registry.METHODS.items()},
                 "rewards": list(BUILTINS), "workspace": str(ctx.ws),
                 "token_required": bool(ctx.token), "max_upload_bytes": ctx.max_upload_bytes,
+                "upload_suffixes": list(FILE_SUFFIXES),
                 "max_concurrent": ctx.runner.max_concurrent}
 
     @r.get("/api/config/fields", tags=["info"])

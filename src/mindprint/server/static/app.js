@@ -91,9 +91,9 @@ function reportHtml(ds) {
 async function pageDatasets(main) {
   main.innerHTML = `<h1>Datasets</h1>
   <div class="card"><form id="upload-form" class="row">
-    <input type="file" id="upload-file" accept=".jsonl" required>
+    <input type="file" id="upload-file" accept="${INFO.upload_suffixes.join(',')}" required>
     <button class="primary" id="upload-button">Upload and validate</button>
-    <span class="muted">JSON Lines: chat, alpaca, preference, kto or prompt records (max ${(INFO.max_upload_bytes / 2 ** 20).toFixed(0)} MB)</span>
+    <span class="muted">JSON Lines, a JSON array, CSV/TSV or Parquet: chat, ShareGPT, alpaca, text, preference, kto or prompt records (max ${(INFO.max_upload_bytes / 2 ** 20).toFixed(0)} MB)</span>
   </form><div id="upload-report"></div></div>
   <table id="datasets-table"><thead><tr><th>name</th><th>id</th><th>format</th><th class="num">records</th>
     <th class="num">invalid</th><th>uploaded</th><th></th></tr></thead><tbody></tbody></table>
@@ -140,7 +140,7 @@ async function pageDatasets(main) {
 // -- new run ------------------------------------------------------------------------------------
 // methods, their option sections and the records they train on come from /api/info
 // (mindprint.registry); this only words the record kinds
-const RECORD_WORDS = { chat: 'chat data', preference: 'preference pairs', kto: 'labelled completions',
+const RECORD_WORDS = { chat: 'chat data', text: 'plain text', preference: 'preference pairs', kto: 'labelled completions',
   prompt: 'prompts + rewards' };
 const methodDataHint = () => {
   const groups = {};
