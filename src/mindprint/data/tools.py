@@ -104,7 +104,8 @@ def file_stats(path, tokenizer, *, fmt: str | None = None, max_length: int = 102
         try:
             n, cut, lost, t = _length_and_fate(tokenizer, line.record, max_length)
         except DataError as err:  # e.g. tool calls the chat template cannot render
-            drops.add("cannot render", f"{line.where}: {err}")
+            text = str(err)     # the renderer names the record's file:line itself
+            drops.add("cannot render", text if text.startswith(line.where) else f"{line.where}: {text}")
             continue
         lengths.append(n)
         truncated += cut
