@@ -13,6 +13,8 @@ from conftest import PERSONA, make_adapter
 from mindprint.cli import main
 from mindprint.config import EvalConfig
 from mindprint.evaluate.runner import EvalJob, run_eval
+from mindprint.measures.diversity import diversity
+from mindprint.measures.voice_data import person_texts
 
 SETTINGS = {"max_prompts": 3, "max_records": 4, "max_new_tokens": 8, "batch_size": 4}
 
@@ -37,7 +39,10 @@ def test_report_numbers_are_sane(api_report):
         # the tiny random model's answers do not sound like the persona
         assert 0.0 <= s["voice_match"] < 0.5 and 0.0 <= s["voice_attribution"] <= 1.0
         assert s["verifier_auc"] == r["voice_score"]["verifier_auc"] >= 0.9
-        assert 0 < s["distinct_1"] <= 1 and 0 < s["distinct_2"] <= 1 and 0 <= s["loop_share"] <= 1
+        # what the voice cost, from this variant's answers (None where they hold no words)
+        texts = [row["answers"][v]["text"] for row in r["voice"]]
+        assert {k: s[k] for k in ("distinct_1", "distinct_2", "loop_share")} == diversity(texts)
+        assert 0 <= s["loop_share"] <= 1
         assert s["perplexity"] > 1.0 and math.isclose(s["perplexity"], math.exp(s["nll"]))
         assert 0.0 <= s["logp_accuracy"] <= 1.0 and 0.0 <= s["avg_logp_accuracy"] <= 1.0
         assert 0.0 <= s["markdown_adherence"] <= 1.0
@@ -51,7 +56,9 @@ def test_report_numbers_are_sane(api_report):
     assert set(row["answers"]) == {"base", "tuned"}
     assert {"text", "similarity", "voice_p", "words", "tokens", "list", "heading", "banned"} <= set(row["answers"]["base"])
     assert r["voice_score"]["person"] == [str(PERSONA / "persona_train.jsonl")]
-    assert r["voice_score"]["n_person"] == 176 and r["voice_score"]["warning"] is None
+    # every assistant turn of the training chats is the person's
+    assert r["voice_score"]["n_person"] == len(person_texts([PERSONA / "persona_train.jsonl"])[0])
+    assert r["voice_score"]["warning"] is None
     assert len(r["preference"]) == 4 and "margin" in r["preference"][0]["tuned"]
     assert len(r["perplexity"]) == 4 and {"base", "tuned"} <= set(r["perplexity"][0])
 
