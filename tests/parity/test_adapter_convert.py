@@ -67,4 +67,6 @@ def test_convert_refuses_what_is_no_adapter(tmp_path, capsys):
 
     (tmp_path / "x").mkdir()
     assert main(["adapters", "convert", str(tmp_path / "x"), str(tmp_path / "y"), "--to", "mlx"]) != 0
-    assert "neither a PEFT adapter" in capsys.readouterr().err
+    # --adapter takes an adapter or a run directory (issue 19): the message names both
+    assert "neither an adapter directory (no adapter_config.json) nor a run directory" \
+        in capsys.readouterr().err
