@@ -270,9 +270,9 @@ def test_prose_passages_keep_paragraphs_and_headings(tmp_path):
 
 def test_me_matching_nobody_lists_the_speakers(tmp_path):
     with pytest.raises(DataError) as err:
-        run(tmp_path, "whatsapp_android_de_group.txt", me=("Lena",))
+        run(tmp_path, "whatsapp_android_de_group.txt", me=("Lina",))
     msg = str(err.value)
-    assert "'Lena' matches none of the speakers" in msg
+    assert "'Lina' matches none of the speakers" in msg
     assert "'Lena Vogt' (5 messages)" in msg and "'Tim Brandt' (1 message)" in msg
     assert msg.index("Lena Vogt") < msg.index("Tim Brandt")          # busiest first
 
@@ -308,7 +308,7 @@ def test_cli_import_persona_files_and_errors(tmp_path):
              if m["role"] == "assistant"}
     assert all(" ".join(row["messages"][-1]["content"].split()) in train for row in rows)
     assert not any("Holloway Cycle Research" in json.dumps(row) for row in rows)  # signatures
-    r = cli(str(PERSONA / "persona_whatsapp.txt"), "--me", "Maren", "-o", str(tmp_path / "x"))
+    r = cli(str(PERSONA / "persona_whatsapp.txt"), "--me", "Marten", "-o", str(tmp_path / "x"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "'Maren Holloway' (" in r.stderr and "'Jonas Reyes' (" in r.stderr
     r = cli(str(tmp_path / "missing.txt"), "--me", "x", "-o", str(tmp_path / "y"))

@@ -92,7 +92,7 @@ def cmd_import(args) -> int:
     kinds = [args.source_kind or detect(s) for s in args.sources]
     count = _token_counter(args.model) if "prose" in kinds else None
     opts = TurnOptions(me=me, merge_window=args.merge_window, context=args.context,
-                       min_words=args.min_words)
+                       min_words=args.min_words, session_gap=args.session_gap)
     result = import_sources(args.sources, args.output, me=me, kind=args.source_kind, options=opts,
                             scrub=not args.no_scrub, scrub_names=args.scrub_names,
                             phone_region=args.phone_region, max_length=_max_length(args),
@@ -181,21 +181,25 @@ def add_parsers(dsub) -> None:
 
 
     from mindprint.data.importers import KINDS     # light: not the parsers themselves
-    from mindprint.data.importers.turns import CONTEXT, MERGE_WINDOW, MIN_WORDS
+    from mindprint.data.importers.turns import CONTEXT, MERGE_WINDOW, MIN_WORDS, SESSION_GAP
 
     im = dsub.add_parser("import", help="a person's chats, transcripts, subtitles, e-mail or prose "
                                         "→ chat (or text) records")
     im.add_argument("sources", nargs="+", metavar="SRC",
                     help="files (or a Slack export folder); kinds detected per file")
     im.add_argument("--me", action="append", metavar="NAME",
-                    help="the person: a speaker name (case-insensitive) or e-mail address; repeat "
-                         "for several (default for Q/A transcripts: the A speaker)")
+                    help="the person: a speaker's full name or e-mail address (case-insensitive), "
+                         "or a first name / surname that picks exactly one speaker (accents "
+                         "ignored); repeat for several (default for Q/A transcripts: the A speaker)")
     im.add_argument("-o", "--output", required=True, metavar="FILE")
     im.add_argument("--from", dest="source_kind", metavar="TYPE",
                     help=f"force the source kind: {', '.join(KINDS)}")
     im.add_argument("--merge-window", type=float, default=MERGE_WINDOW, metavar="SEC",
                     help=f"merge one speaker's consecutive messages this close (default "
                          f"{MERGE_WINDOW})")
+    im.add_argument("--session-gap", type=float, default=SESSION_GAP, metavar="SEC",
+                    help=f"silence that ends a conversation: context and merging never reach "
+                         f"across it (default {SESSION_GAP:.0f} = 6 h)")
     im.add_argument("--context", type=int, default=CONTEXT, metavar="K",
                     help=f"earlier turns kept before each question (default {CONTEXT})")
     im.add_argument("--min-words", type=int, default=MIN_WORDS, metavar="N",

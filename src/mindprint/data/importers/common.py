@@ -45,6 +45,9 @@ class Imported:
     kind: str
     conversations: list[Conversation] = field(default_factory=list)
     passages: list[tuple[str, str]] = field(default_factory=list)   # (text, where)
+    # counted facts the summary reports that are not drops ("question taken from the quoted text")
+    notes: dict[str, int] = field(default_factory=dict)
+    me: tuple[str, ...] = ()     # --me as resolved against this source's speakers (e-mail)
 
 
 def read_text(path) -> str:

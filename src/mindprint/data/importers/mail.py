@@ -4,7 +4,12 @@
 For every message the person sent (``From`` name or address matches ``--me``) one conversation
 is built: the thread up to it, found by ``In-Reply-To`` then ``References``, else the previous
 message of the same subject (``Re:``/``AW:``/``Fwd:`` … ignored) by date; only the reply itself
-is an answer (``last_only``). A reply to nothing found is dropped and counted.
+is an answer (``last_only``). A reply whose parent is not in the import (a single ``.eml``, an
+mbox of sent mail only) takes its question from the text it quotes (:func:`quoted`): the first
+level of ``>`` quotes after the "On … wrote:" line, or the body below Outlook's "-----Original
+Message-----" / "From: … Sent: …" header block, with the quoted message's own quotes and
+signature removed as below; such records are counted as "question taken from the quoted text".
+A reply that neither threads nor quotes anything is dropped and counted.
 
 Bodies lose what the sender did not write: quoted lines (``>``), the "On … wrote:" header
 (English, German, French, Spanish, Dutch variants, also broken over two lines), Outlook's
@@ -42,6 +47,11 @@ _SIGNOFF = re.compile(r"^(?:best|best regards|best wishes|kind regards|regards|w
                       r"mit freundlichen grüßen|grüße|gruß|lg|vg|saludos|un saludo|"
                       r"cordialement|bien à vous|amitiés|groeten|met vriendelijke groet)"
                       r"[\s,.!]*$", re.I)
+_HEADER_FIELD = re.compile(r"^(?:From|Sent|Date|To|Cc|Subject|Von|Gesendet|An|Betreff|De|Envoyé|"
+                           r"À|Objet|Para|Asunto|Enviado)\s*:", re.I)
+_VERB = re.compile(r"\s*(?:<(?P<addr>[^>]*)>|\[mailto:(?P<addr2>[^\]]*)\])?\s*(?:wrote|schrieb|"
+                   r"a écrit|escribió|schreef|ha scritto)\b", re.I)
+_DATEISH = re.compile(r"\d{1,2}[:.]\d{2}(?:\s*(?:[AaPp]\.?[Mm]\.?|Uhr|h))?|\b\d{4}\b|,")
 _SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|aw|fw|fwd|wg|sv|vs|tr|rv)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
 
 
@@ -109,6 +119,44 @@ def own_words(body: str) -> str:
     return clean("\n".join(kept[:tail]))
 
 
+def _dequote(lines: list[str]) -> str:
+    """One level of ``>`` quoting removed; lines outside the quote are not the quoted text."""
+    return "\n".join(re.sub(r"^>\s?", "", ln.strip()) for ln in lines if ln.strip().startswith(">"))
+
+
+def _attributed(head: str) -> str:
+    """Who an "On <date> <name> <addr> wrote:" line names ("Am … schrieb <name>:" too)."""
+    verb = _VERB.search(head)
+    if verb is None:
+        return ""
+    after = re.sub(r"<[^>]*>|\[mailto:[^\]]*\]", "", head[verb.end():]).strip(" :\"'")
+    before = _DATEISH.split(re.sub(r"^\S+", "", head[:verb.start()]))[-1].strip(" \"'")
+    return after or before or verb.group("addr") or verb.group("addr2") or ""
+
+
+def quoted(body: str) -> tuple[str, str]:
+    """(sender, own words) of the message a reply quotes, or ("", "") when it quotes none."""
+    lines = body.split("\n")
+    for i, line in enumerate(lines):
+        s, nxt = line.strip(), lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if s.startswith(">"):
+            continue
+        two = bool(s) and nxt.endswith(":") and _WROTE.match(f"{s} {nxt}") is not None
+        if _WROTE.match(s) or two:
+            head = f"{s} {nxt}" if two and not _WROTE.match(s) else s
+            return _attributed(head), own_words(_dequote(lines[i + 1 + two:]))
+        block = _CUT.match(s) and re.match(r"^-{2,}|^_{10,}", s)
+        if block or (_OUTLOOK.match(s) and _OUTLOOK_NEXT.match(nxt)):
+            j, who = i + (1 if block else 0), ""
+            while j < len(lines) and _HEADER_FIELD.match(lines[j].strip()):
+                if re.match(r"^(?:From|Von|De)\s*:", lines[j].strip(), re.I):
+                    who = re.sub(r"\s*(?:<[^>]*>|\[mailto:[^\]]*\])\s*$", "",
+                                 lines[j].split(":", 1)[1]).strip(" \"'")
+                j += 1
+            return who, own_words("\n".join(lines[j:]))
+    return "", own_words(_dequote(lines))
+
+
 def _body(msg) -> str:
     part = msg.get_body(preferencelist=("plain", "html"))
     if part is None:
@@ -148,8 +196,9 @@ def parse(sources: list[tuple[str, str]], drops: Drops, me: tuple[str, ...]) -> 
         for i, msg in enumerate(msgs, 1):
             where = f"{path}: message {i}" if kind == "mbox" else path
             (name, addr), = getaddresses([str(msg["From"] or "")]) or [("", "")]
-            text = own_words(clean(_body(msg)))
-            pool.append({"id": str(msg["Message-ID"] or "").strip(), "where": where,
+            body = clean(_body(msg))
+            text = own_words(body)
+            pool.append({"body": body, "id": str(msg["Message-ID"] or "").strip(), "where": where,
                          "msg": Msg(name or addr or "(unknown sender)", text, _date(msg), where,
                                     (addr,) if addr else ()),
                          "parent": str(msg["In-Reply-To"] or "").strip(),
@@ -157,8 +206,8 @@ def parse(sources: list[tuple[str, str]], drops: Drops, me: tuple[str, ...]) -> 
                          "subject": _SUBJECT_PREFIX.sub("", str(msg["Subject"] or "")).strip()})
     by_id = {p["id"]: p for p in pool if p["id"]}
     ordered = sorted(pool, key=lambda p: p["msg"].time or 0.0)
-    check_me(", ".join(paths), [p["msg"] for p in pool], me)
-    out = Imported(", ".join(paths), "e-mail")
+    me = check_me(", ".join(paths), [p["msg"] for p in pool], me)
+    out = Imported(", ".join(paths), "e-mail", me=me)
     for p in pool:
         if not is_me(p["msg"], me):
             continue
@@ -172,8 +221,13 @@ def parse(sources: list[tuple[str, str]], drops: Drops, me: tuple[str, ...]) -> 
                 chain.insert(0, parent["msg"])
             cur = parent
         if len(chain) == 1:
-            drops.add("e-mail that answers no message in the import", p["where"])
-            continue
+            who, asked = quoted(p["body"])
+            if not asked:
+                drops.add("e-mail that answers no message in the import", p["where"])
+                continue
+            chain.insert(0, Msg(who or "(quoted sender)", asked, None, p["where"]))
+            key = "question taken from the quoted text"
+            out.notes[key] = out.notes.get(key, 0) + 1
         out.conversations.append(Conversation(chain, last_only=True))
     return out
 

@@ -5,8 +5,10 @@ Detection (``--from`` overrides it), first rule that holds:
 * a folder with ``users.json`` or ``channels.json`` → ``slack``
 * ``.srt`` → ``srt``; ``.vtt`` or a first line ``WEBVTT`` → ``vtt``; ``.mbox`` or a first line
   ``From …`` followed by mail headers → ``mbox``; ``.eml`` or mail headers on top → ``eml``
-* ``.json``: ``chats`` or messages with ``from``/``date_unixtime`` → ``telegram``; ``guild`` and
-  ``channel`` → ``discord``; ``participants`` or messages with ``sender_name`` → ``messenger``
+* ``.json``: ``chats`` (all-chats export), or ``messages`` of which one of the first 50 has
+  ``type`` message/service and ``from``/``actor`` (one chat's "Export chat history") →
+  ``telegram``; ``guild`` and ``channel`` → ``discord``; ``participants`` or messages with
+  ``sender_name`` → ``messenger``
 * text: WhatsApp headers on ≥ 30% of the first lines → ``whatsapp``; SubRip cues → ``srt``;
   speaker labels (see :mod:`.transcript`) → ``transcript``; anything else → ``prose``.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mindprint.data.importers import KINDS, chatjson, mail, prose, subtitles, transcript, whatsapp
@@ -53,8 +55,11 @@ def _stderr(text: str) -> None:
 def _json_kind(path: Path) -> str:
     obj = chatjson.load_json(path)
     msgs = obj.get("messages") if isinstance(obj, dict) else None
-    first = msgs[0] if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) else {}
-    if isinstance(obj, dict) and ("chats" in obj or {"from", "date_unixtime"} & first.keys()):
+    head = [m for m in msgs[:50] if isinstance(m, dict)] if isinstance(msgs, list) else []
+    first = head[0] if head else {}
+    telegram = any(m.get("type") in ("message", "service") and {"from", "actor"} & m.keys()
+                   for m in head)
+    if isinstance(obj, dict) and ("chats" in obj or telegram or "date_unixtime" in first):
         return "telegram"
     if isinstance(obj, dict) and {"guild", "channel"} <= obj.keys():
         return "discord"
@@ -117,6 +122,8 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
         raise DataError(f"unknown source kind {kind!r}; expected one of {', '.join(KINDS)}")
     out = check_output(out, force)
     opts = options or TurnOptions(me=me)
+    if opts.session_gap <= 0:
+        raise DataError(f"--session-gap must be more than 0 seconds, got {opts.session_gap:g}")
     kinds = {src: ALIASES.get(kind, kind) if kind else detect(src) for src in sources}
     for src, k in kinds.items():       # --from skips detection, not these checks
         if not Path(src).exists():
@@ -132,14 +139,15 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
     for src, k in kinds.items():
         if k in PARSERS:
             imp = PARSERS[k](src, drops)
-            who = _effective_me(imp, me)
-            check_me(src, (m for c in imp.conversations for m in c.messages), who)
+            who = check_me(src, [m for c in imp.conversations for m in c.messages],
+                           _effective_me(imp, me))
             parsed.append((imp, who))
         elif k == "prose":
             parsed.append((prose.parse(src, drops, max_length, count), ()))
     mails = [(s, k) for s, k in kinds.items() if k in MAIL]
     if mails:
-        parsed.append((mail.parse(mails, drops, me), me))
+        imp = mail.parse(mails, drops, me)
+        parsed.append((imp, imp.me))
     others = [m.speaker for imp, who in parsed for c in imp.conversations for m in c.messages
               if not is_me(m, who)]
     scrubber = Scrubber(enabled=scrub, region=phone_region,
@@ -148,7 +156,7 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
     with atomic_output(out) as f:
         for imp, who in parsed:
             rows = _text_rows(imp, opts, drops, scrubber) if imp.kind == "prose" else (
-                {"messages": [m.as_dict() for m in r.messages]}
+                {"messages": [m.as_json() for m in r.messages]}
                 for r in build_records(imp.conversations, _with_me(opts, who), drops, scrubber))
             for row in rows:
                 write_record(f, row)
@@ -160,6 +168,9 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
         log(f"{src}: {k}")
     for line in drops.lines("passage" if "prose" in kinds.values() else "message"):
         log(line)
+    for imp, _ in parsed:
+        for note, n in imp.notes.items():
+            log(f"{note}: {n}")
     log(scrubber.summary())
     what = "text" if "prose" in kinds.values() else "chat"
     log(f"wrote {written} {what} records to {out}")
@@ -167,8 +178,7 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
 
 
 def _with_me(opts: TurnOptions, who: tuple[str, ...]) -> TurnOptions:
-    return TurnOptions(me=who, merge_window=opts.merge_window, context=opts.context,
-                       min_words=opts.min_words)
+    return replace(opts, me=who)
 
 
 def _text_rows(imp: Imported, opts: TurnOptions, drops: Drops, scrub: Scrubber):

@@ -6,10 +6,15 @@
 The date order is not in the file, so it is inferred from all its dates: a first field above 12
 means day-first, a second above 12 month-first, a four-digit first field year-first; when no date
 decides it, 12-hour clocks (US phones) mean month-first, else day-first. Lines without a header
-continue the message above (multi-line messages). System lines (encryption notice, "X added Y",
-group changes, missed calls …: Android writes them without "Name:", iOS marks them with a
-left-to-right mark) and media placeholders (``<Media omitted>``, ``image omitted``,
-``<attached: …>``, deleted messages, in several languages) are dropped and counted.
+continue the message above (multi-line messages). System lines are dropped and counted: Android
+writes them without "Name:"; iOS writes them *with* a sender (the chat's or group's name) and a
+left-to-right mark (U+200E) before the text. So they are recognised by their text, whatever the
+sender (:data:`SYSTEM_TEXT`: encryption notice, missed calls, subject/icon/description changes,
+security codes, disappearing messages …, in English, German and Spanish); the membership lines
+("X added Y", "X left", "created group", which an ordinary sentence can resemble) only when they
+carry no sender or the mark. Media placeholders (``<Media omitted>``, ``image omitted``,
+``<attached: …>``, deleted messages) are dropped and counted apart; the "<This message was
+edited>" suffix is stripped and the message kept.
 
 ``chat-miner`` parses these too, but it depends on polars, pandas, matplotlib and wordcloud
 (~60 MB) to return a DataFrame; its WhatsApp parser is a regex and dateutil, as here.
@@ -43,6 +48,33 @@ SYSTEM = re.compile(
     r"changed the (?:subject|group|this group)|changed this group's|changed their phone number|"
     r"security code (?:with .* )?changed|Missed (?:voice|video) call|hat .* hinzugefügt|"
     r"pinned a message|disappearing messages|is a contact\.?$)", re.I)
+# whole-text patterns of WhatsApp's own notes; a person's sentence does not read like these
+SYSTEM_TEXT = re.compile(
+    r"^(?:Messages and calls are end-to-end encrypted\..*|Messages to this (?:group|chat) are now "
+    r"secured with end-to-end encryption\..*|Nachrichten und Anrufe sind Ende-zu-Ende-"
+    r"verschlüsselt\..*|Los mensajes y las llamadas están cifrados de extremo a extremo\..*|"
+    r"Missed (?:group )?(?:voice|video) call(?:,.*)?|"
+    r"Verpasster (?:Gruppen)?(?:Sprach|Video)anruf.*|"
+    r"(?:Llamada de voz|Videollamada|Llamada) perdida.*|"
+    r"(?:You|.{1,80}) changed the (?:subject|group name) (?:from [“\"].*[”\"] )?to [“\"].*[”\"]|"
+    r"(?:You|.{1,80}) (?:changed|deleted) this group's icon|(?:You|.{1,80}) changed the group "
+    r"description|(?:You|.{1,80}) changed this group's settings to .*|"
+    r".{1,80} hat den Betreff (?:von „.*“ )?zu „.*“ geändert|.{1,80} hat (?:das Gruppenbild|"
+    r"die Gruppenbeschreibung) geändert|.{1,80} cambió el asunto (?:de [“\"«].*[”\"»] )?a "
+    r"[“\"«].*[”\"»]|.{1,80} cambió (?:el [íi]cono de este grupo|la descripción del grupo)|"
+    r"Your security code with .{1,80} changed\..*|.{1,80}'s security code changed\..*|"
+    r"Dein Sicherheitscode für .{1,80} hat sich geändert\..*|"
+    r"Tu código de seguridad con .{1,80} cambió\..*|"
+    r"(?:You|.{1,80}) turned (?:on|off) disappearing messages\..*|"
+    r"Disappearing messages (?:were turned (?:on|off)|are on|are off)\b.*|"
+    r".{1,80} hat selbstlöschende Nachrichten (?:aktiviert|deaktiviert)\..*|"
+    r".{1,80} (?:activó|desactivó) los mensajes temporales\..*)$", re.I | re.S)
+MEMBERSHIP = re.compile(
+    r"^(?:(?:You|.{1,80}) (?:added|removed) .{1,200}|.{1,80} (?:left|joined using this group's "
+    r"invite link)|(?:You|.{1,80}) created group .{1,200}|.{1,80} hat .{1,200} "
+    r"(?:hinzugefügt|entfernt)|.{1,80} hat die Gruppe verlassen|.{1,80} hat die Gruppe .{1,200} "
+    r"erstellt|.{1,80} (?:añadió|eliminó) a .{1,200}|.{1,80} salió del grupo|.{1,80} creó el grupo"
+    r" .{1,200})\.?$", re.I)
 EDITED = re.compile(r"\s*<(?:This message was edited|Diese Nachricht wurde bearbeitet|"
                     r"Se editó este mensaje|Message modifié)\.?>\s*$")
 
@@ -111,11 +143,17 @@ def parse(path: str, drops: Drops) -> Imported:
             raise DataError(f"{where}: date {m.group('date')!r} is not a valid {order} date") from None
         rest = "\n".join(body)
         name, sep, text = rest.partition(": ")
-        marked = "\u200e" in lines[n - 1]   # iOS marks its own lines (system notes, media) so
-        if not sep or len(name) > 60 or SYSTEM.search(name) or (marked and SYSTEM.search(text)):
+        raw = lines[n - 1].lstrip()
+        # iOS marks its own texts (system notes, media) with U+200E where the text starts; an
+        # edited message carries one too, before its suffix, so only the start counts
+        marked = raw.startswith("\u200e") or ": \u200e" in raw
+        if not sep or len(name) > 60 or SYSTEM.search(name):
             drops.add("system line", where)
             continue
-        text = clean(EDITED.sub("", text))
+        text = clean(EDITED.sub("", clean(text)))
+        if SYSTEM_TEXT.match(text) or (marked and MEMBERSHIP.match(text)):
+            drops.add("system line", where)
+            continue
         if MEDIA.match(text):
             drops.add("media placeholder or deleted message", where)
             continue
