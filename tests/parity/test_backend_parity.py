@@ -76,7 +76,12 @@ def _check(tl, ml, tg, mg, tm, mm):
     for k in tg:
         np.testing.assert_allclose(mg[k], tg[k], rtol=1e-3, atol=1e-3 * scale, err_msg=k)
     for k, v in tm.items():
-        assert mm[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+        # kl_sum is a sum over every position of Σ_v p·(log p − log q): a difference of large,
+        # nearly equal float32 sums, so the two frameworks' summation orders show in it. Measured
+        # gap 1.0e-4 relative (0.578773 mlx vs 0.578832 torch, both before and after the issue-24
+        # refactor, with the packages of 2026-12-02); the other metrics agree within 1e-5
+        rel = 2.5e-4 if k.startswith("kl") else 1e-4
+        assert mm[k] == pytest.approx(v, rel=rel, abs=1e-5), k
 
 
 def test_token_logps_match(tiny_model_dir):
