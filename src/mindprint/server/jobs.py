@@ -142,7 +142,7 @@ def command(job: dict, python: str = sys.executable) -> list[str]:
             cmd += ["--adapter", cfg["adapter"]]
         if cfg.get("model"):
             cmd += ["--model", cfg["model"]]
-        for key in ("prompts", "chat", "preference"):
+        for key in ("prompts", "chat", "preference", "person"):
             for p in cfg.get(key) or []:
                 cmd += [f"--{key}", p]
         for key in ("max_prompts", "max_records", "max_new_tokens"):

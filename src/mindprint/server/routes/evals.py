@@ -29,6 +29,8 @@ class EvalRequest(BaseModel):
     prompts: list[str] = Field(default_factory=list, description="dataset ids: prompts with answers")
     chat: list[str] = Field(default_factory=list, description="dataset ids: chat records (perplexity)")
     preference: list[str] = Field(default_factory=list, description="dataset ids: preference pairs")
+    person: list[str] = Field(default_factory=list, description="dataset ids: the person's answers "
+                              "that define the voice (voice_match); default: the run's data.train")
     max_prompts: int | None = Field(None, ge=1, le=1000)
     max_records: int | None = Field(None, ge=1, le=100000)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
@@ -56,7 +58,12 @@ def router(ctx: Context) -> APIRouter:
                  for k in ("prompts", "chat", "preference")}
         if not any(files.values()):
             raise HTTPException(422, "give at least one dataset in prompts, chat or preference")
-        cfg = {"adapter": str(adapter), "run": req.run, **files,
+        # the voice is the run's training data unless the user names other files; a training file
+        # deleted since the run is left out here and the report's voice_score says it was skipped
+        person = ([dataset(store, i, "person")["path"] for i in req.person]
+                  or [p for p in (run["config"].get("data") or {}).get("train") or []
+                      if Path(p).exists()])
+        cfg = {"adapter": str(adapter), "run": req.run, **files, "person": person,
                **req.model_dump(include={"max_prompts", "max_records", "max_new_tokens",
                                          "compare_base"})}
         job_id = new_id("e")

@@ -393,11 +393,12 @@ async function pageRun(main, id) {
     if (!box.querySelector('#eval-list')) box.innerHTML = '<div id="eval-list"></div><div id="eval-form-box"></div>';
     $('#eval-list').innerHTML = evals.length ? '<ul>' + evals.map(e => `<li><a href="#/eval/${e.id}">${esc(e.name)}</a> ${badge(e.status)} ${when(e.created_at)}</li>`).join('') + '</ul>' : '';
     const opts = '<option value="">(none)</option>' + datasets.map(d => `<option value="${esc(d.id)}">${esc(d.name)} · ${esc(d.format || '?')}</option>`).join('');
+    const personOpts = opts.replace('(none)', "(the run's training data)");   // whose answers define the voice
     let form = $('#eval-form');
     if (form) {                                  // keep the user's choices; refresh the dataset list
       form.querySelectorAll('select').forEach(sel => {
         const keep = sel.value;
-        sel.innerHTML = opts;
+        sel.innerHTML = sel.name === 'person' ? personOpts : opts;
         sel.value = [...sel.options].some(o => o.value === keep) ? keep : '';
       });
     } else if (job.has_adapter) {
@@ -405,6 +406,7 @@ async function pageRun(main, id) {
         <label class="field"><span class="key">prompts (content similarity, style)</span><select name="prompts">${opts}</select></label>
         <label class="field"><span class="key">chat (perplexity)</span><select name="chat">${opts}</select></label>
         <label class="field"><span class="key">preference (accuracy)</span><select name="preference">${opts}</select></label>
+        <label class="field"><span class="key">person (voice match: whose answers)</span><select name="person">${personOpts}</select></label>
         <label class="field"><span class="key">max prompts</span><input name="max_prompts" value="16"></label>
         <label class="field"><span class="key">max new tokens</span><input name="max_new_tokens" value="128"></label>
         <div><button class="primary">Evaluate base vs tuned</button></div></form><div id="eval-errors" class="errors"></div>`;
@@ -415,7 +417,7 @@ async function pageRun(main, id) {
         const pick = k => (fd.get(k) ? [fd.get(k)] : []);
         try {
           const e = await api('/api/evals', { method: 'POST', json: { run: id, prompts: pick('prompts'), chat: pick('chat'),
-            preference: pick('preference'), max_prompts: Number(fd.get('max_prompts')) || null,
+            preference: pick('preference'), person: pick('person'), max_prompts: Number(fd.get('max_prompts')) || null,
             max_new_tokens: Number(fd.get('max_new_tokens')) || null } });
           location.hash = `#/eval/${e.id}`;
         } catch (e) { $('#eval-errors').textContent = e.message; }
