@@ -27,6 +27,11 @@ from .reward_names import check_name as check_reward_name
 
 BACKENDS = ("torch", "mlx")
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# record keys a table column can fill: mindprint.data.formats.VOCABULARY (a test keeps them equal;
+# config sits below data, so it cannot import that)
+TABLE_KEYS = ("answer", "chosen", "completion", "conversations", "history", "input", "instruction",
+              "kto_tag", "label", "messages", "non_preferred_output", "output", "preferred_output",
+              "prompt", "rejected", "system", "text", "tools", "topic")
 
 
 class _Section(BaseModel):
@@ -80,6 +85,11 @@ class DataConfig(_Section):
     eval_split: float = Field(
         0.0, ge=0.0, lt=1.0, description="fraction of train held out for eval when data.eval is empty"
     )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="tables (CSV/TSV, Parquet, datasets): record key → "
+        "column name, e.g. {prompt: question, completion: reply} (as --columns); unmapped keys "
+        "are found by column name"
+    )
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -87,6 +97,16 @@ class DataConfig(_Section):
         if v is None:
             return []
         return [v] if isinstance(v, (str, Path)) else v
+
+    @field_validator("columns")
+    @classmethod
+    def _record_keys(cls, v: dict) -> dict:
+        for key in v:
+            if key not in TABLE_KEYS:
+                hint = difflib.get_close_matches(key, TABLE_KEYS, n=1, cutoff=0.6)
+                tail = f"; did you mean '{hint[0]}'?" if hint else ""
+                raise ValueError(f"'{key}' is not a record key{tail} (keys: {', '.join(TABLE_KEYS)})")
+        return v
 
 
 class EarlyStoppingConfig(_Section):
