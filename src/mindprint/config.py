@@ -193,6 +193,11 @@ class DPOConfig(_Section):
 class ORPOConfig(_Section):
     lam: float = Field(0.1, gt=0.0, description="orpo: weight λ of the odds-ratio term against the chosen "
                        "NLL (TRL's ORPOConfig.beta)")
+    nll: Literal["answer", "prompt_and_answer"] = Field(
+        "answer", description="orpo: tokens of the chosen NLL term. answer = the chosen answer's "
+        "tokens only (default: training on the user's prompts would teach the voice to write "
+        "questions); prompt_and_answer = every token of prompt + chosen, TRL 1.16's ORPOTrainer "
+        "(for parity; costs one more forward pass over the chosen rows)")
 
 
 class KTOConfig(_Section):
