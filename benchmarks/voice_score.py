@@ -6,6 +6,8 @@ For each persona (the bundled one and the test fixtures under tests/evaluate/fix
 * held-out AUCs: 5 folds over the person's answers; a verifier fitted on 4/5 of them plus the
   bundled background scores the held-out fifth, the generic-assistant answers and another
   person's answers to the same questions (never seen in fitting);
+* worst other person: the same, against each of the other fixture personas in turn (all answer
+  the same 40 questions); the lowest AUC and whom it was against;
 * topic sway: fitted on the person's answers of one topic only, it scores the person's answers
   on the other topic against another person's answers on the fitted topic (same questions).
   AUC > 0.5 means the voice wins over the topic; a content model scores < 0.5 here.
@@ -31,6 +33,9 @@ from mindprint.measures.features import WORD_RE
 
 ROOT = Path(__file__).resolve().parents[1]
 FX = ROOT / "tests/evaluate/fixtures/voices"
+# the fixture personas, each answering the same 40 questions; the "other person" of each is the
+# next one in this order (the test's pairing), the worst other person is over all of them
+NAMES = ["marguerite", "jaz", "rolf", "beatriz", "stan", "noor"]
 
 
 def answers(path, topic=None):
@@ -43,18 +48,18 @@ def answers(path, topic=None):
 
 
 def personas():
-    names = ["marguerite", "jaz", "rolf"]
-    for i, n in enumerate(names):
-        other = names[(i + 1) % len(names)]
+    for i, n in enumerate(NAMES):
+        other = NAMES[(i + 1) % len(NAMES)]
         yield (n, answers(FX / f"{n}.jsonl"), answers(FX / f"{other}.jsonl"),
                answers(FX / "generic.jsonl"),
                {t: answers(FX / f"{n}.jsonl", t) for t in ("home", "work")},
-               {t: answers(FX / f"{other}.jsonl", t) for t in ("home", "work")})
+               {t: answers(FX / f"{other}.jsonl", t) for t in ("home", "work")},
+               {m: answers(FX / f"{m}.jsonl") for m in NAMES if m != n})
     train = answers(ROOT / "examples/data/persona_train.jsonl")
     ev = answers(ROOT / "examples/data/persona_eval.jsonl")
     by = {t: answers(ROOT / "examples/data/persona_train.jsonl", t) for t in ("cycles", "craft")}
     yield ("bundled", train + ev, answers(FX / "persona_other.jsonl"),
-           answers(FX / "persona_generic.jsonl"), by, None)
+           answers(FX / "persona_generic.jsonl"), by, None, {})
 
 
 class Delta:
@@ -92,15 +97,22 @@ def auc(pos, neg):
     return float(roc_auc_score([1] * len(pos) + [0] * len(neg), list(pos) + list(neg)))
 
 
-def evaluate(kind, person, other, generic, by_topic, bg):
+def evaluate(kind, person, other, generic, by_topic, bg, others=None):
     s_p, s_o, s_g = [], [], []
+    s_all = {m: [] for m in others or {}}
     for tr, te in KFold(5, shuffle=True, random_state=0).split(person):
         m = make(kind).fit([person[i] for i in tr] + bg, [1] * len(tr) + [0] * len(bg))
         s_p += list(m.predict([person[i] for i in te]))
         s_o.append(m.predict(other))
         s_g.append(m.predict(generic))
+        for name, texts in (others or {}).items():
+            s_all[name].append(m.predict(texts))
     s_o, s_g = np.mean(s_o, 0), np.mean(s_g, 0)
     row = {"vs_generic": auc(s_p, s_g), "vs_other": auc(s_p, s_o)}
+    if s_all:
+        worst = {name: auc(s_p, np.mean(s, 0)) for name, s in s_all.items()}
+        row["worst_other"] = min(worst.values())
+        row["worst_name"] = min(worst, key=worst.get)
     topics = list(by_topic)
     if topics and by_topic and len(topics) == 2:
         a, b = topics
@@ -119,11 +131,14 @@ def other_topic(t):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minilm", action="store_true", help="also the MiniLM content baseline")
+    ap.add_argument("--kind", choices=list(V.FEATURE_SETS) + ["delta"],
+                    help="only this feature set (default: all)")
     args = ap.parse_args()
     bg = V.background_texts()
     kinds = list(V.FEATURE_SETS) + ["delta"]
     rows = {}
-    for name, person, other, generic, by_topic, other_by in personas():
+    kinds = [k for k in kinds if not args.kind or k == args.kind]
+    for name, person, other, generic, by_topic, other_by, others in personas():
         OTHER_TOPIC.clear()
         if other_by:
             OTHER_TOPIC.update(other_by)
@@ -131,9 +146,10 @@ def main():
             by_topic = {}
         for kind in kinds:
             t0 = time.perf_counter()
-            rows[(name, kind)] = {**evaluate(kind, person, other, generic, by_topic, bg),
+            rows[(name, kind)] = {**evaluate(kind, person, other, generic, by_topic, bg, others),
                                   "s": time.perf_counter() - t0}
-            print(name, kind, {k: round(v, 3) for k, v in rows[(name, kind)].items()},
+            print(name, kind, {k: v if isinstance(v, str) else round(v, 3)
+                               for k, v in rows[(name, kind)].items()},
                   file=sys.stderr)
         t0 = time.perf_counter()
         ho = V.held_out_auc(person, bg)
@@ -149,11 +165,14 @@ def main():
                 sim = lambda t: (embed(t) * ref).sum(1)  # noqa: E731
                 print(name, f"minilm topic_sway fit={a}", round(auc(sim(by_topic[b]), sim(other_by[a])), 3),
                       file=sys.stderr)
-    print("| persona | features | AUC vs generic | AUC vs other person | topic sway AUC | s |")
-    print("|---|---|---|---|---|---|")
+    print("| persona | features | AUC vs generic | AUC vs other person | worst other person | "
+          "topic sway AUC | s |")
+    print("|---|---|---|---|---|---|---|")
     for (name, kind), r in rows.items():
         ts = f"{r['topic_sway']:.3f}" if "topic_sway" in r else "–"
-        print(f"| {name} | {kind} | {r['vs_generic']:.3f} | {r['vs_other']:.3f} | {ts} | {r['s']:.1f} |")
+        wo = f"{r['worst_other']:.3f} ({r['worst_name']})" if "worst_other" in r else "–"
+        print(f"| {name} | {kind} | {r['vs_generic']:.3f} | {r['vs_other']:.3f} | {wo} | {ts} "
+              f"| {r['s']:.1f} |")
 
 
 if __name__ == "__main__":
