@@ -7,8 +7,16 @@ the reference sums come from the on-disk cache (or a live adapter-off pass with
 
 The step objective is the mean over the step's pairs, so the loop's normaliser is the number of
 pairs of the whole accumulation cycle and batch b × accumulation k equals batch b·k × 1. ORPO's
-NLL term is token-weighted over the step's chosen tokens (TRL's batch semantics, extended exactly
-to accumulation).
+NLL term is token-weighted over the step's NLL tokens (TRL's batch semantics, extended exactly
+to accumulation). Which tokens, ``orpo.nll``:
+
+* ``answer`` (default): the chosen answer's scored tokens — the sums the pair pass already has.
+  For a voice, the prompts are the *other* person's words; training on them would teach the
+  model to write questions in their style.
+* ``prompt_and_answer``: every token of prompt + chosen after the first, TRL 1.16's
+  ``ORPOTrainer`` (``concatenated_forward``: a cross-entropy over the attended chosen row).
+  The prompt tokens' log-probs come from one more forward pass over the chosen rows
+  (``backend.token_logps``, any backend); the odds-ratio term still uses answer tokens only.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from ..errors import DataError
 from ..losses.dpo import dpo_loss, ipo_loss
 from ..losses.orpo import orpo_loss
 from ..losses.simpo import simpo_loss
+from .base import Method
 from .common import load_splits
 from .groups import (GroupData, Norm, attach_reference, live_reference, pair_items, render_groups,
                      stacked_ref)
@@ -35,11 +44,24 @@ def _ipo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
     return ipo_loss(pc, pr, rc, rr, lc, lr, beta=cfg.dpo.beta, xp=xp)
 
 
-def _orpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
+def _orpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp, full=None):
     # Token-weighted NLL over the whole step: giving every pair the step's mean token count makes
     # orpo_loss's B·nll_b/Σtokens equal N_step·nll_b/T_step, so Σ_b loss_b / N_step is exact.
+    # ``full``: the chosen rows' log-prob sums over prompt + answer (orpo.nll: prompt_and_answer).
     tokens = xp.ones_like(lc) * (norm.tokens / max(norm.items, 1.0))
-    return orpo_loss(pc, pr, lc, lr, lam=cfg.orpo.lam, nll_sum=-pc, nll_tokens=tokens, xp=xp)
+    nll_sum = -(pc if full is None else full)
+    return orpo_loss(pc, pr, lc, lr, lam=cfg.orpo.lam, nll_sum=nll_sum, nll_tokens=tokens, xp=xp)
+
+
+def _chosen_rows(groups) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt + chosen rows, every token after the first scored (TRL's ORPO NLL tokens)."""
+    seqs = [g.prompt + g.completions[0] for g in groups]
+    return seqs, [[0] + [1] * (len(s) - 1) for s in seqs]
+
+
+def _full_chosen_sums(backend, groups):
+    """``[R]`` summed log-probs of each pair's prompt + chosen tokens (after the first)."""
+    return backend.xp.sum(backend.token_logps(backend.batch(*_chosen_rows(groups))), axis=-1)
 
 
 def _simpo(cfg, pc, pr, rc, rr, lc, lr, norm, xp):
@@ -58,12 +80,13 @@ _METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/acc
             "logps/chosen", "logps/rejected", "nll/chosen")
 
 
-class PairMethod:
+class PairMethod(Method):
     def __init__(self, cfg):
         self.cfg = cfg
         self.name = cfg.method
         self.objective, self.needs_reference = OBJECTIVES[cfg.method]
         self.live = self.needs_reference and cfg.dpo.reference == "live"
+        self.full_nll = cfg.method == "orpo" and cfg.orpo.nll == "prompt_and_answer"
         self.eval_norm = Norm(1.0, 1.0)
 
     # -- data ----------------------------------------------------------------------------------
@@ -95,8 +118,11 @@ class PairMethod:
     def n_tokens(group) -> int:
         return group.n_tokens
 
-    @staticmethod
-    def weight(groups) -> Norm:
+    def weight(self, groups) -> Norm:
+        """Pairs and NLL tokens (ORPO's normaliser; the other objectives use the pairs only)."""
+        if self.full_nll:
+            return Norm(float(len(groups)), float(sum(len(g.prompt) + len(g.completions[0]) - 1
+                                                      for g in groups)))
         return Norm(float(len(groups)), float(sum(g.target_tokens[0] for g in groups)))
 
     def _losses(self, backend, groups, norm):
@@ -107,7 +133,8 @@ class PairMethod:
         if self.needs_reference:
             ref = live_reference(backend, groups) if self.live else stacked_ref(groups, xp, sums)
             rc, rr = ref[:, 0], ref[:, 1]
-        loss, m = self.objective(self.cfg, pc, pr, rc, rr, lc, lr, norm, xp)
+        extra = {"full": _full_chosen_sums(backend, groups)} if self.full_nll else {}
+        loss, m = self.objective(self.cfg, pc, pr, rc, rr, lc, lr, norm, xp, **extra)
         f = xp.to_float
         stats = {"pairs": float(len(groups)), "loss_sum": f(xp.sum(loss)),
                  "rewards/chosen": f(xp.sum(m["rewards_chosen"])),
