@@ -17,6 +17,24 @@ from pathlib import Path
 from .errors import ModelError
 
 CKPT_RE = re.compile(r"^step-(\d+)$")
+# metric keys renamed since runs were written (old -> new); old run directories' metrics.jsonl,
+# curriculum_state.json and eval report.json are read back under the new names
+RENAMED_KEYS = {"voice_fidelity": "content_similarity",
+                "base_voice_fidelity": "base_content_similarity"}
+
+
+def current_keys(obj):
+    """``obj`` (a JSON value) with :data:`RENAMED_KEYS` renamed at every depth; a new key already
+    present wins over the old one."""
+    if isinstance(obj, list):
+        return [current_keys(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {RENAMED_KEYS.get(k, k): current_keys(v) for k, v in obj.items() if k not in RENAMED_KEYS}
+    for old, new in RENAMED_KEYS.items():
+        if old in obj:
+            out.setdefault(new, current_keys(obj[old]))
+    return out
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -85,7 +103,7 @@ class RunDir:
             if not line:
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append(current_keys(json.loads(line)))
             except json.JSONDecodeError:
                 break  # a line cut by a kill: everything before it is good
         return rows

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import MindprintError
-from ..outputs import write_atomic
+from ..outputs import current_keys, write_atomic
 from .plan import Topic
 
 STATE = "curriculum_state.json"
@@ -26,7 +26,7 @@ class State:
                        for t in topics}
 
     def load(self) -> None:
-        saved = json.loads(self.path.read_text())["topics"]
+        saved = current_keys(json.loads(self.path.read_text())["topics"])  # old runs' key names
         if list(saved) != list(self.topics):
             raise MindprintError(f"{self.path}: written for topics {list(saved)}, the config now lists "
                                  f"{list(self.topics)}; resume with the same curriculum or --overwrite")

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from ...outputs import current_keys
 from .. import jobs as J
 from ..common import (Context, Id, cancel, dataset, delete_job, job, job_file, job_out, log_tail,
                       requeue)
@@ -104,7 +105,7 @@ def router(ctx: Context) -> APIRouter:
     def eval_report(job_id: Id):
         """report.json of an eval job (every number and every sample)."""
         p = job_file(job(store, job_id, "eval"), "eval/report.json", "report")
-        return JSONResponse(json.loads(p.read_text(encoding="utf-8")))
+        return JSONResponse(current_keys(json.loads(p.read_text(encoding="utf-8"))))
 
     @r.get("/api/evals/{job_id}/report.html", tags=["artefacts"], response_class=HTMLResponse)
     def eval_report_html(job_id: Id):
@@ -145,7 +146,7 @@ def latest_eval(store: Store, run_id: str) -> dict | None:
         if j["config"].get("run") == run_id:
             p = Path(j["dir"]) / "eval" / "report.json"
             try:
-                rep = json.loads(p.read_text(encoding="utf-8"))
+                rep = current_keys(json.loads(p.read_text(encoding="utf-8")))
             except (OSError, ValueError):
                 continue
             return {"id": j["id"], "variants": rep.get("variants"), "summary": rep.get("summary")}
