@@ -27,9 +27,9 @@ def cmd_train(args) -> int:
 
     original = None
     if getattr(args, "reproduce", None):
-        if args.config or args.resume or args.data:
+        if args.config or args.resume or args.data or args.columns:
             raise MindprintError("--reproduce RUN_DIR starts a new run from that run's manifest: "
-                                 "give no CONFIG, --data or --resume with it")
+                                 "give no CONFIG, --data, --columns or --resume with it")
         from .manifest import reproduce_config
 
         cfg, original = reproduce_config(args.reproduce, args.set, args.output_dir)
@@ -91,16 +91,19 @@ def _train_config(args):
     given; then ``--data`` / ``--eval`` / ``--model`` / ``--method`` (paths relative to the
     current directory), then ``--set``."""
     from . import config as C
+    from .data.columns import parse_columns
     from .models import preflight
 
     if not args.config and not args.data:
         raise MindprintError(f"give a config file or training data: {TRAIN_USAGE}")
+    columns = parse_columns(args.columns)
     flags = [(key, value) for key, value in (("data.train", args.data), ("data.eval", args.eval),
-                                             ("model.name", args.model), ("method", args.method))
+                                             ("model.name", args.model), ("method", args.method),
+                                             ("data.columns", columns))
              if value]
     base = None
     if not args.config:
-        method = args.method or _method_for(args.data)
+        method = args.method or _method_for(args.data, columns)
         flags = [(k, v) for k, v in flags if k != "method"] + [("method", method)]
         base = {"output_dir": str(Path("runs") / Path(args.data[0]).stem)}
     cfg = C.load(args.config, args.set, base=base, flags=flags)
@@ -108,14 +111,14 @@ def _train_config(args):
     return cfg
 
 
-def _method_for(files: list[str]) -> str:
+def _method_for(files: list[str], columns: dict[str, str] | None = None) -> str:
     """The default method for ``files``: :data:`DATA_METHOD` of the record kind their detected
     format reads into (the first valid line tells; the trainer checks every line later)."""
     from .data.stream import Source
 
     formats, kinds = {}, {}
     for f in files:
-        src = Source(f)
+        src = Source(f, columns=columns)
         formats[f] = src.format
         kinds[f] = next((type(line.record).__name__ for line in src), None)
         if kinds[f] is None:
@@ -242,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", metavar="M", help=f"training method: {', '.join(registry.NAMES[:-1])} "
                    f"or {registry.NAMES[-1]} (default with --data: from the data's format)")
     t.add_argument("--model", help="model spec: alias, local directory, .gguf file or hub id")
+    t.add_argument("--columns", metavar="KEY=COL,...", help="table data (CSV/TSV, Parquet): "
+                   "which column fills which record key, e.g. prompt=question,completion=reply "
+                   "(data.columns)")
     t.add_argument("--reproduce", metavar="RUN_DIR",
                    help="re-run RUN_DIR from its manifest.json into RUN_DIR-reproduce (or "
                         "--output-dir), warning about every difference (versions, data, device)")

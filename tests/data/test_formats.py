@@ -382,7 +382,7 @@ def test_csv_columns_mapping_and_errors(tmp_path):
         load_jsonl(path)
     rec = load_jsonl(path, columns=parse_columns("prompt=Frage, completion=Antwort")).records[0]
     assert rec.messages[-1].content == "Halb acht."
-    with pytest.raises(DataError, match="--columns completion=Reply: no such column"):
+    with pytest.raises(DataError, match=r"completion=Reply \(--columns / data.columns\): no such"):
         load_jsonl(path, columns=parse_columns("completion=Reply"))
     with pytest.raises(DataError, match="'antwort' is not a record key"):
         parse_columns("antwort=Antwort")

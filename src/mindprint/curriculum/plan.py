@@ -64,7 +64,8 @@ def _load(paths, cfg: Config) -> list:
         if not Path(p).exists():
             raise DataError(f"{p}: no such data file")
         out += load_jsonl(p, None, system_prompt=cfg.data.system_prompt,
-                          max_error_rate=cfg.data.max_error_rate).records
+                          max_error_rate=cfg.data.max_error_rate,
+                          columns=cfg.data.columns or None).records
     return out
 
 

@@ -34,25 +34,29 @@ def cmd_stats(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from mindprint.data.columns import parse_columns
     from mindprint.data.convert import convert
 
     result = convert(args.file, args.output, to=args.to, fmt=args.format, system_prompt=args.system,
                      model=args.model, generate=args.generate, max_new_tokens=args.max_new_tokens,
-                     batch_size=args.batch_size, device=args.device, force=args.force)
+                     batch_size=args.batch_size, device=args.device, force=args.force,
+                     columns=parse_columns(args.columns))
     print(result.output)
     return 0
 
 
 def cmd_mix(args) -> int:
+    from mindprint.data.columns import parse_columns
     from mindprint.data.tools import mix
 
     mix(args.files, args.output, seed=args.seed, dedupe=args.dedupe, cap=args.cap, fmt=args.format,
-        force=args.force)
+        force=args.force, columns=parse_columns(args.columns))
     print(args.output)
     return 0
 
 
 def cmd_split(args) -> int:
+    from mindprint.data.columns import parse_columns
     from mindprint.data.tools import split
 
     fraction = args.eval_fraction
@@ -60,7 +64,8 @@ def cmd_split(args) -> int:
         fraction = 0.1
     result = split(args.file, eval_fraction=fraction, eval_count=args.eval_count,
                    seed=args.seed, prefix=args.output, train_out=args.train_out,
-                   eval_out=args.eval_out, fmt=args.format, force=args.force)
+                   eval_out=args.eval_out, fmt=args.format, force=args.force,
+                   columns=parse_columns(args.columns))
     print(result.train_out)
     print(result.eval_out)
     return 0
@@ -119,6 +124,9 @@ def _common(p, *, output: bool = True) -> None:
     p.add_argument("--format", metavar="F",
                    help="input format (chat, alpaca, completion, text, sharegpt, preference, kto, "
                         "prompt, …: see README, Data formats); default: detected")
+    p.add_argument("--columns", metavar="KEY=COL,...",
+                   help="table files (CSV/TSV, Parquet, datasets): which column fills which "
+                        "record key, e.g. prompt=question,completion=reply")
     if output:
         p.add_argument("--force", action="store_true", help="replace existing output files")
 
@@ -132,9 +140,6 @@ def add_parsers(dsub) -> None:
                     help="forecast truncation at N tokens (default: data.max_length's default)")
     st.add_argument("--json", action="store_true", help="as JSON (per file: format, records, "
                                                          "trained_tokens, lengths, …)")
-    st.add_argument("--columns", metavar="KEY=COL,...",
-                    help="table files: which column fills which record key, e.g. "
-                         "prompt=question,completion=reply")
     _common(st, output=False)
     st.set_defaults(func=cmd_stats)
 

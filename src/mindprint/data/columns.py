@@ -90,8 +90,8 @@ class Table:
         self.map: dict[str, str] = {}  # column → key
         for key, col in (explicit or {}).items():
             if col not in names:
-                raise DataError(f"{path}: --columns {key}={col}: no such column; the columns "
-                                f"are {', '.join(names)}")
+                raise DataError(f"{path}: column mapping {key}={col} (--columns / data.columns): "
+                                f"no such column; the columns are {', '.join(names)}")
             self.map[col] = key
         taken = set(self.map.values())
 

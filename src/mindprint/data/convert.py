@@ -183,14 +183,14 @@ def _count_lines(source: Source) -> int:
 def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | None = None,
             model: str | None = None, generate: bool = False, max_new_tokens: int = 200,
             batch_size: int = 8, device: str = "auto", force: bool = False,
-            log: Log = _stderr) -> ConvertResult:
+            columns: dict[str, str] | None = None, log: Log = _stderr) -> ConvertResult:
     """Convert ``path`` to ``to`` format in ``out``. ``generate`` adds base-model answers to KTO
     data; preference data always needs them (they are its rejected side)."""
     if to not in TARGETS:
         raise DataError(f"unknown target format {to!r}; expected one of {', '.join(TARGETS)}")
     out = check_output(out, force)
     drops = Drops()
-    source = Source(path, fmt, drops, system_prompt=system_prompt)
+    source = Source(path, fmt, drops, system_prompt=system_prompt, columns=columns)
     kind = record_type(source.format)
     if kind not in SOURCES[to] or source.format == to:
         names = " or ".join(SOURCE_NAMES[k] for k in SOURCES[to])

@@ -359,7 +359,13 @@ def iter_items(path, *, columns: dict[str, str] | None = None,
                         "data folder)")
     if not p.exists() and is_hub_id(str(path)):
         yield from _hub(path, hints, columns)
-    elif suffix == ".json":
+        return
+    if columns and suffix not in (*_TABLE_SUFFIXES, ".parquet"):
+        # said, not dropped silently: a config's data.columns may well serve other, table files
+        hints.append(f"{path}: column mapping ({', '.join(f'{k}={c}' for k, c in columns.items())})"
+                     " not used: only tables (CSV/TSV, Parquet, datasets) have columns; a JSON "
+                     "file's keys are the record keys")
+    if suffix == ".json":
         yield from _json_array(path, hints)
     elif suffix in _TABLE_SUFFIXES:
         if not p.exists():

@@ -175,7 +175,8 @@ def _weighted(n: int, weight: float, rng: random.Random) -> array:
 
 
 def mix(specs: list[str], out, *, seed: int = 0, dedupe: str = "exact", cap: int | None = None,
-        fmt: str | None = None, force: bool = False, log: Log = _stderr) -> list[MixSource]:
+        fmt: str | None = None, force: bool = False, columns: dict[str, str] | None = None,
+        log: Log = _stderr) -> list[MixSource]:
     """Weighted mix of files into ``out``; a weight is how many times each record of its file is
     used (``a.jsonl:3 b.jsonl:1``: every record of a three times, of b once), after invalid lines
     and duplicates (the first occurrence, in argument order, stays) are removed and ``cap``
@@ -189,7 +190,7 @@ def mix(specs: list[str], out, *, seed: int = 0, dedupe: str = "exact", cap: int
     out = check_output(out, force)
     sources = [MixSource(*parse_weighted(s)) for s in specs]
     drops = Drops()
-    streams = [Source(s.path, fmt, drops) for s in sources]
+    streams = [Source(s.path, fmt, drops, columns=columns) for s in sources]
     for st in streams[1:]:
         # one file holds one format: a mixed file would fail to load
         if st.format != streams[0].format:
@@ -303,7 +304,8 @@ def _eval_total(n: int, fraction: float | None, count: int | None) -> int:
 
 def split(path, *, eval_fraction: float | None = None, eval_count: int | None = None,
           seed: int = 0, prefix=None, train_out=None, eval_out=None, fmt: str | None = None,
-          force: bool = False, log: Log = _stderr) -> SplitResult:
+          force: bool = False, columns: dict[str, str] | None = None,
+          log: Log = _stderr) -> SplitResult:
     """Stratified train/eval split: each topic (records without one form their own stratum)
     gives its share of the eval set; which records, is drawn with ``seed``. Both outputs keep
     the input's order."""
@@ -311,7 +313,7 @@ def split(path, *, eval_fraction: float | None = None, eval_count: int | None = 
     check_output(train_out, force)
     check_output(eval_out, force)
     drops = Drops()
-    source = Source(path, fmt, drops)
+    source = Source(path, fmt, drops, columns=columns)
     # pass 1: the fate of every non-blank line (1 byte each) and its stratum's members
     fate = bytearray()
     strata: dict[str, array] = {}

@@ -19,7 +19,8 @@ def load(cfg, paths, what: str, expect: tuple[str, ...]):
         raise DataError(f"data.format is '{fmt}' but method '{cfg.method}' needs "
                         f"{' or '.join(expect)} data")
     res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
-                    max_error_rate=cfg.data.max_error_rate, expect=expect)
+                    max_error_rate=cfg.data.max_error_rate, expect=expect,
+                    columns=cfg.data.columns or None)
     notes = []
     if res.problems:
         notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="

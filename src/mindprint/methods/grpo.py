@@ -136,7 +136,8 @@ class GRPOMethod:
             raise DataError(f"data.format is '{fmt}' but method 'grpo' needs prompt data "
                             '({"prompt", "answer"?, "system"?} per line)')
         res = load_many(paths, fmt, system_prompt=cfg.data.system_prompt,
-                        max_error_rate=cfg.data.max_error_rate, expect=("prompt",))
+                        max_error_rate=cfg.data.max_error_rate, expect=("prompt",),
+                        columns=cfg.data.columns or None)
         notes = []
         if res.problems:
             notes.append(f"{what}: skipped {len(res.problems)} bad line(s) (data.max_error_rate="

@@ -10,7 +10,11 @@ library is needed. Places are ``file: message N`` (N from 1, in file order).
   ``--me``), ``content``, ``timestamp``; non-Default/Reply types (joins, pins, calls) skipped.
 * Messenger / Instagram: ``messages[].sender_name``, ``content``, ``timestamp_ms``, newest
   first in the file (sorted here). Their exporter writes UTF-8 bytes as Latin-1 escapes
-  ("CafÃ©"); strings are re-encoded as Latin-1 and decoded as UTF-8 to undo that.
+  ("CafÃ©"); strings are re-encoded as Latin-1 and decoded as UTF-8 to undo that. A long thread
+  is split into ``message_1.json`` (newest), ``message_2.json``, … in one thread folder: given
+  any one part, every ``message_N.json`` beside it is read and the thread is one conversation in
+  time order; given a folder (a thread's, or ``inbox/`` above many), each thread folder under it
+  is one conversation (:func:`messenger_threads`).
 * Slack export folder: ``users.json`` for names, one folder per channel with a JSON file per day;
   messages with a ``subtype`` (joins, leaves, bots, topic changes) are skipped and counted,
   ``<@U123>`` mentions become ``@name`` and ``<url|label>`` links their label.
@@ -145,7 +149,35 @@ def unmojibake(s: str) -> str:
         return s
 
 
-def parse_messenger(path: str, drops: Drops) -> Imported:
+_PART = re.compile(r"message_(\d+)\.json", re.I)
+
+
+def is_part(p: Path) -> bool:
+    return bool(_PART.fullmatch(p.name)) and p.is_file()
+
+
+def _parts(files) -> list[Path]:
+    return sorted(files, key=lambda q: int(_PART.fullmatch(q.name).group(1)))
+
+
+def messenger_threads(path) -> list[list[Path]]:
+    """The threads ``path`` stands for, each as its part files (message_1.json first): a folder
+    gives every thread folder under it (at any depth), a ``message_N.json`` file every part beside
+    it, any other file itself."""
+    p = Path(path)
+    if p.is_dir():
+        by_folder: dict[Path, list[Path]] = {}
+        for q in p.rglob("message_*.json"):
+            if is_part(q):
+                by_folder.setdefault(q.parent, []).append(q)
+        need(bool(by_folder), path, "a folder, but no Messenger/Instagram message_N.json in it")
+        return [_parts(files) for _, files in sorted(by_folder.items())]
+    if _PART.fullmatch(p.name):
+        return [_parts(q for q in p.parent.iterdir() if is_part(q))]
+    return [[p]]
+
+
+def _messenger_part(path: str, drops: Drops) -> list[Msg]:
     msgs = []
     for i, m in enumerate(_messages(load_json(path), path), 1):
         where = f"{path}: message {i}"
@@ -164,8 +196,37 @@ def parse_messenger(path: str, drops: Drops) -> Imported:
         ms = m.get("timestamp_ms")
         msgs.append(Msg(unmojibake(m["sender_name"]), text,
                         ms / 1000 if isinstance(ms, (int, float)) else None, where))
-    msgs.sort(key=lambda x: x.time if x.time is not None else 0.0)   # the file is newest first
-    return Imported(path, "messenger", [Conversation(msgs)])
+    return msgs
+
+
+def thread_key(parts: list[Path]) -> Path:
+    """What names a thread: its folder when it is in parts, else its one file."""
+    first = parts[0]
+    return (first.parent if _PART.fullmatch(first.name) else first).resolve()
+
+
+def parse_messenger(path: str, drops: Drops, seen: set[Path] | None = None) -> Imported:
+    """Every thread of ``path``; threads in ``seen`` (already imported from another source: two
+    parts of one thread, a thread and its inbox folder) are skipped and said, then added."""
+    out = Imported(path, "messenger")
+    seen = set() if seen is None else seen
+    for parts in messenger_threads(path):
+        if thread_key(parts) in seen:
+            note = f"{path}: thread already imported from an earlier source (skipped)"
+            out.notes[note] = out.notes.get(note, 0) + 1
+            continue
+        seen.add(thread_key(parts))
+        msgs = []
+        # oldest part first and each part reversed (files are newest first), so the stable sort
+        # keeps messages of one millisecond, and messages without a time, in the order written
+        for part in reversed(parts):
+            msgs += reversed(_messenger_part(str(part), drops))
+        msgs.sort(key=lambda x: x.time if x.time is not None else 0.0)
+        out.conversations.append(Conversation(msgs))
+        if len(parts) > 1:
+            out.notes[f"{parts[0].parent}: {len(parts)} parts joined into one conversation "
+                      "(messages)"] = len(msgs)
+    return out
 
 
 # --------------------------------------------------------------------------------------- Slack

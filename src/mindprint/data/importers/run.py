@@ -2,7 +2,8 @@
 
 Detection (``--from`` overrides it), first rule that holds:
 
-* a folder with ``users.json`` or ``channels.json`` → ``slack``
+* a folder with ``users.json`` or ``channels.json`` → ``slack``; a folder holding
+  ``message_N.json`` files (at any depth) → ``messenger`` (a thread, or an inbox of threads)
 * ``.srt`` → ``srt``; ``.vtt`` or a first line ``WEBVTT`` → ``vtt``; ``.mbox`` or a first line
   ``From …`` followed by mail headers → ``mbox``; ``.eml`` or mail headers on top → ``eml``
 * ``.json``: ``chats`` (all-chats export), or ``messages`` of which one of the first 50 has
@@ -33,6 +34,7 @@ from mindprint.errors import DataError
 
 Log = Callable[[str], None]
 MAIL = ("mbox", "eml")
+FOLDERS = ("slack", "messenger")       # kinds that may be a folder (slack: must be one)
 PARSERS = {
     "transcript": transcript.parse, "srt": subtitles.parse_srt, "vtt": subtitles.parse_vtt,
     "whatsapp": whatsapp.parse, "telegram": chatjson.parse_telegram,
@@ -74,7 +76,10 @@ def detect(path: str) -> str:
     if p.is_dir():
         if (p / "users.json").exists() or (p / "channels.json").exists():
             return "slack"
-        raise DataError(f"{path}: a folder, but no Slack export (no users.json or channels.json)")
+        if any(chatjson.is_part(q) for q in p.rglob("message_*.json")):
+            return "messenger"
+        raise DataError(f"{path}: a folder, but no Slack export (no users.json or channels.json) "
+                        "nor Messenger/Instagram thread (no message_N.json)")
     if not p.exists():
         raise DataError(f"{path}: no such file")
     if p.suffix.lower() in _EXT:
@@ -128,7 +133,7 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
     for src, k in kinds.items():       # --from skips detection, not these checks
         if not Path(src).exists():
             raise DataError(f"{src}: no such file")
-        if Path(src).is_dir() != (k == "slack"):
+        if Path(src).is_dir() and k not in FOLDERS or not Path(src).is_dir() and k == "slack":
             raise DataError(f"{src}: a {k} source is a {'folder' if k == 'slack' else 'file'}")
     if "prose" in kinds.values() and len(set(kinds.values())) > 1:
         raise DataError("prose gives text records and chats give chat records: import "
@@ -136,9 +141,14 @@ def import_sources(sources: list[str], out, *, me: tuple[str, ...] = (), kind: s
                         "its own")
     drops = Drops()
     parsed: list[tuple[Imported, tuple[str, ...]]] = []
+    threads: set[Path] = set()     # Messenger threads read so far: each is imported once
     for src, k in kinds.items():
         if k in PARSERS:
-            imp = PARSERS[k](src, drops)
+            imp = chatjson.parse_messenger(src, drops, threads) if k == "messenger" else \
+                PARSERS[k](src, drops)
+            if not imp.conversations:      # every thread of it already read (notes say so)
+                parsed.append((imp, ()))
+                continue
             who = check_me(src, [m for c in imp.conversations for m in c.messages],
                            _effective_me(imp, me))
             parsed.append((imp, who))
