@@ -11,12 +11,16 @@ Message-----" / "From: … Sent: …" header block, with the quoted message's ow
 signature removed as below; such records are counted as "question taken from the quoted text".
 A reply that neither threads nor quotes anything is dropped and counted.
 
-Bodies lose what the sender did not write: quoted lines (``>``), the "On … wrote:" header
-(English, German, French, Spanish, Dutch variants, also broken over two lines), Outlook's
-"-----Original Message-----" or "From: … / Sent: …" blocks and everything below them, the
-signature after a ``-- `` line, mobile footers ("Sent from my iPhone") and sign-off blocks
-("Best,\\nAnna" in the last lines). HTML-only parts are converted to text (``html.parser``),
-without ``<blockquote>`` and Gmail quote blocks.
+Bodies lose what the sender did not write, and keep what they did wherever it sits: above the
+quote (top-posting), below it (bottom-posting) or between quoted lines (interleaved answers,
+kept as paragraphs in their order). Removed: quoted lines (``>``) and the "On … wrote:" header
+above them (English, German, French, Spanish, Dutch, Italian variants, also broken over two
+lines); a header followed by *unmarked* text, Outlook's "-----Original Message-----" or
+"From: … / Sent: …" blocks and forwarded-message headers, with everything below them (an
+unmarked quote cannot be told from new text, and these clients top-post); the signature after a
+``-- `` line, mobile footers ("Sent from my iPhone") and sign-off blocks ("Best,\\nAnna" in the
+last lines). HTML-only parts are converted to text (``html.parser``), without ``<blockquote>``
+and Gmail quote blocks.
 """
 
 from __future__ import annotations
@@ -36,9 +40,15 @@ from mindprint.errors import DataError
 
 _WROTE = re.compile(r"^(?:On|Am|Le|El|Op|Il)\b.{0,200}?\b(?:wrote|schrieb|a écrit|escribió|"
                     r"schreef|ha scritto)\b.{0,160}:\s*$", re.I | re.S)
-_CUT = re.compile(r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
-                  r"Mensaje original)\s*-{2,}|_{10,}|Sent from my .*|Von meinem .* gesendet.*|"
-                  r"Gesendet von meinem .*|Get Outlook for .*|Envoyé de mon .*|Enviado desde mi .*)$", re.I)
+# "X wrote:" without a leading "On …" (Thunderbird, Apple Mail): a header only when a quote follows
+_WROTE_LOOSE = re.compile(r"^.{1,200}\b(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto)\s*:\s*$",
+                          re.I)
+_QUOTE_BLOCK = re.compile(r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|"
+                          r"Message d'origine|Mensaje original)\s*-{2,}|_{10,})$", re.I)
+_FORWARD = re.compile(r"^(?:-{2,}\s*(?:Forwarded message|Weitergeleitete Nachricht|"
+                      r"Message transféré|Mensaje reenviado)\s*-{2,}|Begin forwarded message:)$", re.I)
+_FOOTER = re.compile(r"^(?:Sent from my .*|Von meinem .* gesendet.*|Gesendet von meinem .*|"
+                     r"Get Outlook for .*|Envoyé de mon .*|Enviado desde mi .*)$", re.I)
 _OUTLOOK = re.compile(r"^(?:From|Von|De)\s*:\s*.+$", re.I)
 _OUTLOOK_NEXT = re.compile(r"^(?:Sent|Date|Gesendet|Envoyé|Enviado)\s*:", re.I)
 _SIGNOFF = re.compile(r"^(?:best|best regards|best wishes|kind regards|regards|warm regards|"
@@ -92,23 +102,58 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.split("\n")))
 
 
+def _cut(line: str) -> bool:
+    """Nothing at or below ``line`` is the sender's: a signature, a quoted or forwarded block,
+    a mobile footer."""
+    s = line.strip()
+    return line.rstrip() in ("--", "-- ") or any(r.match(s) for r in (_QUOTE_BLOCK, _FORWARD,
+                                                                       _FOOTER))
+
+
+def _wrote_lines(lines: list[str], i: int) -> int:
+    """How many lines (0, 1 or 2) an "On … wrote:" header starting at ``lines[i]`` spans: one
+    ("On …, Ann <a@b.c> wrote:", or "Ann wrote:" above a ``>`` quote), or two when a client
+    wrapped it and the second line is only its tail ("<a@b.c>\\nwrote:")."""
+    s = lines[i].strip()
+    nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+    if _WROTE.match(s):
+        return 1
+    after = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
+    if _WROTE_LOOSE.match(s) and after.startswith(">"):
+        return 1
+    tail = s and nxt.endswith(":") and len(nxt) <= 80 and not _WROTE.match(nxt)
+    return 2 if tail and _VERB.search(nxt) and _WROTE.match(f"{s} {nxt}") else 0
+
+
 def own_words(body: str) -> str:
     """The part of a body its sender wrote: quotes, quote headers, forwarded blocks and the
-    signature removed (see the module docstring)."""
+    signature removed, the sender's text kept above, below and between quotes (see the module
+    docstring)."""
     lines = body.split("\n")
     kept: list[str] = []
-    for i, line in enumerate(lines):
-        s = line.strip()
+    i = 0
+    while i < len(lines):
+        line, s = lines[i], lines[i].strip()
         nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        if line.rstrip() in ("--", "-- ") or _CUT.match(s):
+        if _cut(line):
             break
         if _OUTLOOK.match(s) and _OUTLOOK_NEXT.match(nxt):
             break
-        if _WROTE.match(s) or (s and nxt.endswith(":") and _WROTE.match(f"{s} {nxt}")):
-            break                                  # "On Mon, … Anna <a@b.c>\nwrote:" too
-        if s.startswith(">"):
+        if n := _wrote_lines(lines, i):          # "On Mon, … Anna <a@b.c>\nwrote:" too
+            after = next((ln.strip() for ln in lines[i + n:] if ln.strip()), "")
+            if not after.startswith(">"):
+                break          # the quoted message follows unmarked: nothing below is theirs
+            i += n
+            kept.append("")    # what follows the quote is a paragraph of its own
             continue
-        kept.append(line)
+        if s.startswith(">"):
+            kept.append("")
+        else:
+            kept.append(line)
+        i += 1
+    # quotes leave blank lines behind: one blank line between paragraphs, none at the ends
+    kept = "\n".join(kept).strip("\n").split("\n")
+    kept = [ln for j, ln in enumerate(kept) if ln.strip() or (j and kept[j - 1].strip())]
     while kept and not kept[-1].strip():
         kept.pop()
     tail = len(kept)
@@ -141,11 +186,14 @@ def quoted(body: str) -> tuple[str, str]:
         s, nxt = line.strip(), lines[i + 1].strip() if i + 1 < len(lines) else ""
         if s.startswith(">"):
             continue
-        two = bool(s) and nxt.endswith(":") and _WROTE.match(f"{s} {nxt}") is not None
-        if _WROTE.match(s) or two:
-            head = f"{s} {nxt}" if two and not _WROTE.match(s) else s
-            return _attributed(head), own_words(_dequote(lines[i + 1 + two:]))
-        block = _CUT.match(s) and re.match(r"^-{2,}|^_{10,}", s)
+        if _FORWARD.match(s):      # what the sender forwards is not what they answer
+            return "", own_words(_dequote(lines[:i]))
+        if n := _wrote_lines(lines, i):
+            head = f"{s} {nxt}" if n == 2 else s
+            rest = lines[i + n:]
+            marked = any(ln.strip().startswith(">") for ln in rest)
+            return _attributed(head), own_words(_dequote(rest) if marked else "\n".join(rest))
+        block = _QUOTE_BLOCK.match(s)
         if block or (_OUTLOOK.match(s) and _OUTLOOK_NEXT.match(nxt)):
             j, who = i + (1 if block else 0), ""
             while j < len(lines) and _HEADER_FIELD.match(lines[j].strip()):
