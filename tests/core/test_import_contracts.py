@@ -10,14 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "mindprint"
-LINT = Path(sys.executable).with_name("lint-imports")
-
-pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed "
-                                "(pip install -e '.[dev]')")
+LINT = Path(sys.executable).with_name("lint-imports")     # required: the dev extra, `make install`
 
 
 def lint(src_parent: Path) -> subprocess.CompletedProcess:

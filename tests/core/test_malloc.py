@@ -35,7 +35,7 @@ def _probe(**env):
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only: glibc malloc tuning")
 def test_freed_blocks_are_reused_not_faulted_in_again():
     tuned = _probe()
     untouched = _probe(MINDPRINT_MALLOC_TUNING="0")

@@ -5,7 +5,6 @@ and the MLX training path never imports torch."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from mindprint import config as C
 from mindprint.backends.common import LOCAL, atomic_dir
 from mindprint.errors import TrainingStopped
+from mindprint.methods.base import Method
 from mindprint.training import Trainer
 
 
@@ -30,7 +30,7 @@ class _Data:
         return [1] * len(self.train)
 
 
-class _Method:
+class _Method(Method):
     """Examples are target numbers; the loss of one is (w − target)²."""
 
     def __init__(self, train, ev):
@@ -177,7 +177,6 @@ def test_a_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
         _run(_cfg(tmp_path, "nan"), stepper=Poisoned)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mlx") is None, reason="mlx is not installed")
 def test_the_mlx_training_path_never_imports_torch():
     """No mindprint module on the mlx training path imports torch (mlx-lm itself imports
     transformers, which loads torch where it is installed: that is outside mindprint)."""

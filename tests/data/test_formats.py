@@ -402,7 +402,7 @@ def test_csv_cells_that_look_like_json(tmp_path):
 
 
 def test_parquet_with_message_lists(tmp_path):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = {"messages": [msgs((U, "Sourdough too sour?"), (A, "Feed the starter more often.")),
@@ -416,7 +416,7 @@ def test_parquet_with_message_lists(tmp_path):
 
 
 def test_saved_dataset_folder_and_offline_hub_id(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     ds = datasets.Dataset.from_dict({"prompt": ["Knit or crochet first?", "Yarn weight?"],
                                      "chosen": ["Crochet: one hook.", "Worsted."],
                                      "rejected": ["Both at once.", "Whatever is cheapest."]})

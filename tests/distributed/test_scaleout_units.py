@@ -65,7 +65,7 @@ def test_world_size_without_a_launcher_is_a_clear_error(monkeypatch):
         D.from_env()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal is what is tested")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only: the CPU refusal is what is tested")
 @pytest.mark.parametrize("over,match", [({"model": {"quantize": 4}}, "model.quantize: 4 .*CUDA"),
                                         ({"train": {"liger": True}}, "train.liger")])
 def test_cuda_only_options_fail_clearly_on_cpu(tiny_model_dir, tiny_chat_files, tmp_path, over,
@@ -85,7 +85,7 @@ def test_quantize_accepts_4_or_8_only(tiny_chat_files):
     assert C.from_dict({"data": {"train": tiny_chat_files[0]}}).model.quantize is None
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the benchmark runs for real")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only: on CUDA the benchmark runs for real")
 def test_gpu_benchmark_skips_cleanly_without_cuda():
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py")], capture_output=True,
                        text=True, timeout=120)

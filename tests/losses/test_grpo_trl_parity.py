@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-pytest.importorskip("trl")
+import trl  # noqa: E402,F401
 from trl import GRPOTrainer  # noqa: E402
 
 from mindprint.losses import xp as xp_mod  # noqa: E402

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-pytest.importorskip("trl")
+import trl  # noqa: E402,F401
 from trl import DPOTrainer, KTOTrainer  # noqa: E402
 from trl.experimental.cpo import CPOTrainer  # noqa: E402
 from trl.experimental.orpo import ORPOTrainer  # noqa: E402

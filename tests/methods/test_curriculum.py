@@ -142,7 +142,7 @@ def test_two_topics_carry_one_adapter_with_replay(tiny_model_dir, topic_files, t
 def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_path):
     """backend: mlx — each topic an mlx run started from the previous topic's adapter; the gates'
     evaluation reads the PEFT-format adapter the mlx run writes."""
-    pytest.importorskip("mlx_lm")
+    import mlx_lm  # noqa: F401
     train, ev = topic_files
     out = tmp_path / "cur"
     topics = [{"name": "markets", "steps": 2},
@@ -164,7 +164,7 @@ def test_curriculum_on_mlx_carries_the_adapter(tiny_model_dir, topic_files, tmp_
 
 def test_curriculum_on_mlx_refuses_a_method_it_lacks(tiny_model_dir, topic_files, tmp_path, capsys,
                                                     monkeypatch):
-    pytest.importorskip("mlx_lm")
+    import mlx_lm  # noqa: F401
     from mindprint import registry
     from mindprint.cli import main
 

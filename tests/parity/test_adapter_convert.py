@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 IDS = [1, 504, 2734, 28, 5210, 314, 253, 6092, 30, 2, 77, 901]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 from parity_helpers import lora_cfg, mlx_like, pref_file, sft_file, torch_pair  # noqa: E402,F401
 

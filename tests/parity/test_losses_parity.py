@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-mx = pytest.importorskip("mlx.core")
-torch = pytest.importorskip("torch")
+import mlx.core as mx  # noqa: E402
+import torch  # noqa: E402
 
 from mindprint.losses import xp as xpmod  # noqa: E402
 from mindprint.losses.dpo import dpo_loss, ipo_loss  # noqa: E402

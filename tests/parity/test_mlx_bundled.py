@@ -13,8 +13,8 @@ import pytest
 
 from conftest import EXAMPLES, REPO
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 PROMPTS = [[{"role": "user", "content": "What is the capital of France?"}],
            [{"role": "user", "content": "Give me one tip for saving money."}]]

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import write_jsonl
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 from parity_helpers import lora_cfg, mlx_like, torch_pair  # noqa: E402
 

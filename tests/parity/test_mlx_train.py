@@ -11,8 +11,8 @@ import pytest
 
 from conftest import make_adapter, tiny_config
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 
 def _cfg(raw):

@@ -54,7 +54,7 @@ def test_builtins_through_build_and_score():
 
 
 def test_content_similarity_uses_the_eval_embedder():
-    pytest.importorskip("sentence_transformers")
+    import sentence_transformers  # noqa: F401
     # the old name voice_fidelity still works: renamed, with a warning
     with pytest.warns(config_mod.RenamedWarning, match="now called 'content_similarity'"):
         cfg = _cfg(rewards=["voice_fidelity"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mindprint import config as C
 from mindprint.training import run_training
 from mindprint.tracking import trackers as T
@@ -18,7 +16,7 @@ def metric_rows(run_dir):
 
 
 def test_tensorboard_events_read_by_tensorboard(sft_run):
-    pytest.importorskip("tensorboard")
+    import tensorboard  # noqa: F401
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(sft_run / "tensorboard"))
@@ -37,7 +35,7 @@ def test_tensorboard_events_read_by_tensorboard(sft_run):
 
 
 def test_mlflow_file_store_read_by_mlflow_client(sft_run):
-    pytest.importorskip("mlflow")
+    import mlflow  # noqa: F401
     from mlflow.tracking import MlflowClient
 
     info = read_json(sft_run / "tracking.json")["mlflow"]
@@ -57,7 +55,7 @@ def test_mlflow_file_store_read_by_mlflow_client(sft_run):
 
 
 def test_trackio_local_store_read_by_trackio(sft_run):
-    pytest.importorskip("trackio")
+    import trackio  # noqa: F401
     from trackio.sqlite_storage import SQLiteStorage
 
     info = read_json(sft_run / "tracking.json")["trackio"]
@@ -96,7 +94,7 @@ def test_missing_tracker_is_a_one_line_hint(monkeypatch, tiny_model_dir, tmp_pat
 
 def test_a_tracker_failing_at_start_is_dropped_with_a_warning(monkeypatch, tiny_model_dir,
                                                                tmp_path):
-    pytest.importorskip("tensorboard")
+    import tensorboard  # noqa: F401
 
     def broken(self, info):
         raise OSError("read-only file system")
@@ -112,7 +110,7 @@ def test_a_tracker_failing_at_start_is_dropped_with_a_warning(monkeypatch, tiny_
 
 
 def test_resume_continues_the_manifest_and_the_mlflow_run(tiny_model_dir, tmp_path):
-    pytest.importorskip("mlflow")
+    import mlflow  # noqa: F401
     from mlflow.tracking import MlflowClient
 
     train, ev = chat_files(tmp_path / "data")
