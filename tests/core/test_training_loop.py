@@ -191,3 +191,14 @@ def test_the_mlx_training_path_never_imports_torch():
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_run_resumed_at_its_last_step_keeps_its_train_loss(tmp_path):
+    """Interrupted after its last checkpoint but before the summary: the resumed run trains no
+    step, and its summary still has the train loss of the steps before (issue 22)."""
+    _, full = _run(_cfg(tmp_path, "last"))
+    (tmp_path / "last" / "summary.json").unlink()
+    _, resumed = _run(_cfg(tmp_path, "last"), resume=True)
+    logged = [r["loss"] for r in _rows(tmp_path / "last") if "loss" in r]
+    assert resumed["steps"] == 6 and resumed["train_loss"] == full["train_loss"] == logged[-1]
+    assert resumed["train_loss_last10"] == pytest.approx(sum(logged) / len(logged))

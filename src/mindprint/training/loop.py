@@ -268,7 +268,8 @@ class Trainer:
                                  **({} if self.dist.is_main else {"stream": open(os.devnull, "w")}))
         reason = "max_steps"
         window_t, window_tok = time.monotonic(), 0
-        losses = []
+        # a resumed run's earlier steps count too (resumed at its last step, none runs here)
+        losses = [r["loss"] for r in self.run.read_metrics() if "loss" in r]
         try:
             with _StopFlag() as stop:
                 if cfg.eval_at_start and self.step == 0:
