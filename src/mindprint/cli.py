@@ -23,13 +23,15 @@ def _err(msg: str) -> None:
 
 # -- train ---------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from . import config as C
+    """``mindprint train``: the config (file, ``--data`` defaults or ``--reproduce``), then
+    :func:`mindprint.api.train.train` — the function notebooks call."""
+    from .api.train import train
 
     original = None
     if getattr(args, "reproduce", None):
-        if args.config or args.resume or args.data or args.columns:
+        if args.config or args.resume or args.data:
             raise MindprintError("--reproduce RUN_DIR starts a new run from that run's manifest: "
-                                 "give no CONFIG, --data, --columns or --resume with it")
+                                 "give no CONFIG, --data or --resume with it")
         from .manifest import reproduce_config
 
         cfg, original = reproduce_config(args.reproduce, args.set, args.output_dir)
@@ -37,33 +39,25 @@ def cmd_train(args) -> int:
         cfg = _train_config(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
-    from .methods import get_method
-
-    if cfg.curriculum is not None:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-            raise MindprintError("a curriculum runs in one process in this version; start it "
-                                 "without torchrun / accelerate launch")
-        return _train_curriculum(cfg, args)
-    registry.check_backend(cfg.method, cfg.backend)  # fail fast, before loading a model
-    get_method(cfg)      # builds it: a bad reward module etc. fails here too
-    from .backends.torch.process import configure_process
-
-    from .training import run_training
-
     # under torchrun / accelerate launch only rank 0 speaks (the trainer silences the others)
     say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)
-    say(f"mindprint {__version__}: {cfg.method} on {cfg.model.name} ({cfg.backend}) "
-        f"→ {cfg.output_dir}", file=sys.stderr)
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     callbacks = None
     if original is not None:                      # the manifest writer warns about differences
-        from .tracking import default_callbacks
+        from .training import default_callbacks
 
         callbacks = default_callbacks(cfg, log, reproduce_of=original,
                                       reproduce_dir=str(args.reproduce))
-    configure_process(cfg)        # process-wide tuning: once, here, never inside a model object
-    summary = run_training(cfg, resume=args.resume, overwrite=args.overwrite, log=log,
-                           callbacks=callbacks)
+    run = train(cfg, resume=args.resume, overwrite=args.overwrite, log=log, callbacks=callbacks)
+    summary = run.summary
+    if cfg.curriculum is not None:
+        if summary["stopped_at"]:
+            print(f"stopped at topic '{summary['stopped_at']}': its gate failed (see "
+                  f"{summary['output_dir']}/curriculum.md)", file=sys.stderr)
+        print(f"run directory: {summary['output_dir']}")
+        if summary["adapter"]:
+            print(f"adapter: {summary['adapter']}")
+        return 0 if not summary["stopped_at"] else 4
     first, final = summary.get("first_eval_loss"), summary.get("final_eval_loss")
     ev = f"; eval loss {first:.4f} → {final:.4f}" if first is not None and final is not None else ""
     say(f"done: {summary['steps']} steps ({summary['stopped']}){ev}", file=sys.stderr)
@@ -144,28 +138,6 @@ def _method_for(files: list[str], columns: dict[str, str] | None = None) -> str:
     return method
 
 
-def _train_curriculum(cfg, args) -> int:
-    from .backends.torch.process import configure_process
-    from .curriculum import run_curriculum
-    from .methods import get_method
-
-    for t in cfg.curriculum.topics:          # fail fast on an unavailable method
-        registry.check_backend(t.method or cfg.method, cfg.backend)
-        get_method(cfg.model_copy(update={"method": t.method or cfg.method}))
-    print(f"mindprint {__version__}: curriculum of {len(cfg.curriculum.topics)} topics on "
-          f"{cfg.model.name} ({cfg.backend}) → {cfg.output_dir}", file=sys.stderr)
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    configure_process(cfg)
-    summary = run_curriculum(cfg, resume=args.resume, overwrite=args.overwrite, log=log)
-    if summary["stopped_at"]:
-        print(f"stopped at topic '{summary['stopped_at']}': its gate failed (see "
-              f"{summary['output_dir']}/curriculum.md)", file=sys.stderr)
-    print(f"run directory: {summary['output_dir']}")
-    if summary["adapter"]:
-        print(f"adapter: {summary['adapter']}")
-    return 0 if not summary["stopped_at"] else 4
-
-
 # -- data ----------------------------------------------------------------------------------------
 def cmd_data_validate(args) -> int:
     from .data.validate import cmd_validate
@@ -175,14 +147,9 @@ def cmd_data_validate(args) -> int:
 
 # -- generate ------------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
-    from .backends.torch.generate import generate
-    from .backends.torch.load import load_for_inference
-    from .backends.torch.process import configure_process
-    from .outputs import adapter_dir
+    """``mindprint generate``: :func:`mindprint.api.model.load` and ``Model.generate``."""
+    from .api.model import load
 
-    adapter = str(adapter_dir(args.adapter)) if args.adapter else None
-    configure_process(device=args.device)
-    model, tok, ref = load_for_inference(args.model, adapter, device=args.device)
     prompts = list(args.prompt or [])
     if args.prompts_file:
         p = Path(args.prompts_file)
@@ -192,12 +159,9 @@ def cmd_generate(args) -> int:
                     if line.strip()]
     if not prompts:
         raise MindprintError("give at least one --prompt TEXT (or --prompts-file FILE)")
-    chats = []
-    for text in prompts:
-        msgs = [{"role": "system", "content": args.system}] if args.system else []
-        chats.append(msgs + [{"role": "user", "content": text}])
-    answers = generate(model, tok, chats, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    model = load(args.adapter, model=args.model, device=args.device)
+    answers = model.generate(prompts, system=args.system, max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     for text, ans in zip(prompts, answers):
         if len(prompts) > 1:
             print(f"### {text}")

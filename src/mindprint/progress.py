@@ -1,4 +1,11 @@
-"""Progress a person can see: a live bar on a terminal, plain periodic lines in logs/CI."""
+"""Progress a person can see: a live bar on a terminal, a ``tqdm`` bar in a notebook, plain
+periodic lines in logs/CI. :func:`progress_bar` picks one; all three have ``update``, ``note``
+and ``close``.
+
+A notebook's output is neither a terminal nor a log: rich's live display needs ipywidgets there
+and shows nothing without it, while ``tqdm.auto`` draws a widget bar when ipywidgets is installed
+and an in-place text bar otherwise (tqdm is already installed with transformers, and listed in
+this package's dependencies)."""
 
 from __future__ import annotations
 
@@ -11,6 +18,54 @@ def fmt_secs(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def _info(loss: float | None, tokens_per_s: float | None, extra: str) -> str:
+    info = []
+    if loss is not None:
+        info.append(f"loss {loss:.4f}")
+    if tokens_per_s is not None:
+        info.append(f"{tokens_per_s:,.0f} tok/s")
+    if extra:
+        info.append(extra)
+    return "  ".join(info)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (Jupyter, JupyterLab, Colab, VS Code notebooks):
+    IPython is loaded, with a kernel, and has a running shell."""
+    ipython = sys.modules.get("IPython")
+    return "ipykernel" in sys.modules and ipython is not None and ipython.get_ipython() is not None
+
+
+def progress_bar(total: int, start: int = 0, *, desc: str = "train", stream=None):
+    """The progress display for here: :class:`NotebookProgress` in a notebook (unless a
+    ``stream`` is given), else :class:`TrainProgress` (a live bar on a terminal, lines in a log)."""
+    if stream is None and in_notebook():
+        return NotebookProgress(total, start, desc=desc)
+    return TrainProgress(total, start, desc=desc, stream=stream)
+
+
+class NotebookProgress:
+    """A ``tqdm.auto`` bar: step/total, loss and tokens/s, ETA; notes print above it."""
+
+    def __init__(self, total: int, start: int = 0, *, desc: str = "train", stream=None):
+        from tqdm.auto import tqdm      # only where a bar is drawn
+
+        self._bar = tqdm(total=total, initial=start, desc=desc, unit="step", file=stream)
+        self._step = start
+
+    def update(self, step: int, loss: float | None = None, tokens_per_s: float | None = None,
+               extra: str = "") -> None:
+        self._bar.set_postfix_str(_info(loss, tokens_per_s, extra), refresh=False)
+        self._bar.update(step - self._step)
+        self._step = step
+
+    def note(self, text: str) -> None:
+        self._bar.write(text, file=self._bar.fp)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 class TrainProgress:
@@ -42,14 +97,7 @@ class TrainProgress:
 
     def update(self, step: int, loss: float | None = None, tokens_per_s: float | None = None,
                extra: str = "") -> None:
-        info = []
-        if loss is not None:
-            info.append(f"loss {loss:.4f}")
-        if tokens_per_s is not None:
-            info.append(f"{tokens_per_s:,.0f} tok/s")
-        if extra:
-            info.append(extra)
-        text = "  ".join(info)
+        text = _info(loss, tokens_per_s, extra)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=text)
             return

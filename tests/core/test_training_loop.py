@@ -78,8 +78,8 @@ class _FloatStepper:
         self.model = self
         return self
 
-    def voice_probe(self, tokenizer):
-        return None
+    def voice_probe(self, tokenizer, make):
+        return make(self.cfg, tokenizer)
 
     def seed(self, seed):
         pass
@@ -175,6 +175,59 @@ def test_a_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
 
     with pytest.raises(TrainingStopped, match=r"loss became nan at step 3: .*step-0000002"):
         _run(_cfg(tmp_path, "nan"), stepper=Poisoned)
+
+
+class _Probe:
+    """eval.every's probe as the loop sees it: due(step), probe(model) -> row."""
+
+    def __init__(self, cfg, tokenizer):
+        self.every, self.tokenizer = cfg.eval.every, tokenizer
+
+    def due(self, step):
+        return step % self.every == 0
+
+    def __call__(self, model):
+        return {"content_similarity": round(model.w, 6), "tokenizer": self.tokenizer}
+
+
+def test_the_voice_probe_is_the_callers_and_without_one_eval_every_is_skipped(tmp_path):
+    """The training layer builds no probe itself (it generates and scores text: an app's job):
+    run_training / Trainer take the caller's factory, and without one they say so and train."""
+    cfg = _cfg(tmp_path, "probed", max_steps=4).model_copy(deep=True)
+    cfg.eval.every = 2
+    notes: list[str] = []
+    tr = Trainer(cfg, _Method(TARGETS, [3.0, 7.0]), stepper_cls=_FloatStepper, log=notes.append,
+                 callbacks=[], voice_probe=_Probe)
+    tr.setup()
+    tr.train()
+    probes = [r for r in _rows(tmp_path / "probed") if "content_similarity" in r]
+    assert [r["step"] for r in probes] == [0, 2, 4] and probes[0]["tokenizer"] == "tokenizer"
+    assert not any("without a voice probe" in n for n in notes)
+    plain = _cfg(tmp_path, "unprobed", max_steps=4).model_copy(deep=True)
+    plain.eval.every = 2
+    notes.clear()
+    tr = Trainer(plain, _Method(TARGETS, [3.0, 7.0]), stepper_cls=_FloatStepper, log=notes.append,
+                 callbacks=[])
+    tr.setup()
+    s = tr.train()
+    assert s["steps"] == 4 and not any("content_similarity" in r
+                                       for r in _rows(tmp_path / "unprobed"))
+    assert any("eval.every" in n and "without a voice probe" in n for n in notes)
+
+
+def test_a_method_takes_the_default_hooks_of_the_method_contract():
+    """on_setup and rollout are part of the Method Protocol with defaults, so the loop calls them
+    unconditionally (no hasattr probe); a method that needs them overrides them."""
+    m = _Method(TARGETS, [])
+    groups = [[1.0, 2.0], [3.0]]
+    assert m.on_setup("backend", "data", print) is None
+    assert m.rollout("backend", groups, 0) is groups
+    from mindprint.methods import grpo, kto, pairwise, sft
+
+    for cls in (sft.SFTMethod, pairwise.PairMethod, kto.KTOMethod, grpo.GRPOMethod):
+        assert Method in cls.__mro__
+    assert grpo.GRPOMethod.rollout is not Method.rollout and sft.SFTMethod.rollout is Method.rollout
+    assert pairwise.PairMethod.on_setup is not Method.on_setup
 
 
 def test_the_mlx_training_path_never_imports_torch():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import PERSONA
 from mindprint import config as C
+from mindprint.evaluate.probe import VoiceProbe
 from mindprint.training import run_training
 
 
@@ -28,7 +29,7 @@ def test_content_similarity_during_training(tiny_model_dir, tiny_chat_files, tmp
     raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "probe"), max_steps=4)
     raw["eval"] = {"every": 2, "prompts": str(PERSONA / "prompts_eval.jsonl"), "max_prompts": 2,
                    "max_new_tokens": 6}
-    run_training(C.from_dict(raw), log=lambda s: None)
+    run_training(C.from_dict(raw), log=lambda s: None, voice_probe=VoiceProbe)
     losses, probes = _losses(str(tmp_path / "probe"))
     assert [p["step"] for p in probes] == [0, 2, 4]
     assert all(-1.0 <= p["content_similarity"] <= 1.0 and p["voice_prompts"] == 2 for p in probes)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..config import Config, dump_yaml
 from ..errors import MindprintError
 from ..outputs import write_atomic
+from ..evaluate.probe import VoiceProbe
 from ..training import run_training
 from .gate import evaluate_topic, gate_result
 from .plan import fits, plan, replay_records, topic_config, write_jsonl
@@ -69,7 +70,8 @@ def run_curriculum(cfg: Config, *, resume: bool = False, overwrite: bool = False
                     f"{len(topic.train)} examples + {len(replay)} replayed, to step {st['steps']}"
                     f"{' (resuming)' if not fresh else ''}")
                 res = run_training(tcfg, resume=not fresh, overwrite=fresh, log=log,
-                                   init_adapter=None if not fresh else prev_adapter)
+                                   init_adapter=None if not fresh else prev_adapter,
+                                   voice_probe=VoiceProbe)
                 st.update(status="trained", train={k: res.get(k) for k in (
                     "steps", "train_loss", "first_eval_loss", "final_eval_loss", "wall_s",
                     "tokens_per_s", "stopped")}, replayed=len(replay), examples=len(topic.train))

@@ -44,7 +44,9 @@ def _torch_namespace() -> SimpleNamespace:
 
 
 def _mlx_namespace() -> SimpleNamespace:
-    from ..backends import mlx as _mlx_backend  # noqa: F401  (an optimised BLAS before mlx.core)
+    # The mlx backend package, imported before this on every mlx run (the stepper lives in it),
+    # has already put an optimised BLAS ahead of mlx.core (backends/mlx/__init__.py); called on
+    # its own, this namespace works the same, only with the mlx wheel's slower reference BLAS.
     import mlx.core as mx
     import mlx.nn as nn
     import numpy as np

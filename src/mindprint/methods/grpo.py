@@ -33,6 +33,7 @@ from ..data.render import render_prompt
 from ..errors import ConfigError, DataError
 from ..losses import xp as xpmod
 from ..losses.grpo import group_advantages, grpo_loss
+from .base import Method
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _stack(batch_mask, parts: list, xp, like):
 # -- the method --------------------------------------------------------------------------------
 
 
-class GRPOMethod:
+class GRPOMethod(Method):
     name = "grpo"
 
     def __init__(self, cfg):

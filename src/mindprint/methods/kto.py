@@ -21,6 +21,7 @@ import numpy as np
 from ..data.records import KTORecord
 from ..errors import DataError
 from ..losses.kto import kto_kl_estimate, kto_loss
+from .base import Method
 from .common import load_splits
 from .groups import (GroupData, Norm, attach_reference, live_reference, render_group,
                      render_groups, stacked_ref)
@@ -75,7 +76,7 @@ def _flat(where, arr) -> list[int]:
     return [i * K + k for i, k in where]
 
 
-class KTOMethod:
+class KTOMethod(Method):
     name = "kto"
 
     def __init__(self, cfg):

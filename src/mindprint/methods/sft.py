@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..data.render import Rendered, render_chat_records
 from ..errors import DataError
 from ..losses.sft import sft_loss
+from .base import Method
 from .common import load_splits
 
 SFT_FORMATS = ("chat", "alpaca", "text")  # and every format of their record types
@@ -29,7 +30,7 @@ class PreparedData:
         return [len(r.input_ids) for r in self.train]
 
 
-class SFTMethod:
+class SFTMethod(Method):
     name = "sft"
 
     def __init__(self, cfg):

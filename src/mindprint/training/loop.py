@@ -21,13 +21,12 @@ checkpoint, or seed python / numpy / the framework → ``config.yaml`` → callb
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import random
-import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -38,44 +37,12 @@ from ..data.batching import StepSampler, eval_batches
 from ..errors import MindprintError, TrainingStopped
 from ..models import resolve
 from ..outputs import RunDir, write_atomic
-from ..progress import TrainProgress
-from ..tracking import CallbackList, RunInfo, default_callbacks
+from ..progress import progress_bar
+from ..tracking import CallbackList, RunInfo
+from .callbacks import default_callbacks
+from .ranks import ReadOnlyRunDir, quiet, sum_over_ranks
 from .stepper import stepper_class
-
-
-class _StopFlag:
-    """First Ctrl-C / SIGTERM asks the loop to save and stop at the end of the step; a second
-    Ctrl-C interrupts at once (without touching the last good checkpoint)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handler)
-            except ValueError:   # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-class Interrupted(MindprintError):
-    exit_code = 130
-
-    def __init__(self, summary: dict):
-        super().__init__(f"interrupted at step {summary['steps']}: checkpoint and adapter saved "
-                         f"in {summary['output_dir']}; continue with --resume")
-        self.summary = summary
+from .stop import Interrupted, StopFlag
 
 
 class Trainer:
@@ -83,17 +50,20 @@ class Trainer:
 
     def __init__(self, cfg: Config, method, *, stepper_cls: type | None = None,
                  resume: bool = False, overwrite: bool = False, log=print,
-                 callbacks: list | None = None, init_adapter: Path | None = None):
+                 callbacks: list | None = None, init_adapter: Path | None = None,
+                 voice_probe: Callable | None = None):
         self.cfg, self.method = cfg, method
+        # eval.every's probe, made by the caller (it generates and scores text: an app's job)
+        self.make_voice_probe = voice_probe
         self.init_adapter = init_adapter     # start from these LoRA weights (a curriculum's last topic)
         stepper_cls = stepper_cls or stepper_class(cfg.backend)
         # torchrun / accelerate launch: rank 0 alone speaks and writes the run directory
         self.dist = stepper_cls.world(cfg)
         if not self.dist.is_main:
-            log, callbacks = _quiet, []
+            log, callbacks = quiet, []
         self.log = log
         self.stepper = stepper_cls(cfg, method, self.dist, log)
-        self.run = RunDir(cfg.output_dir) if self.dist.is_main else _ReadOnlyRunDir(cfg.output_dir)
+        self.run = RunDir(cfg.output_dir) if self.dist.is_main else ReadOnlyRunDir(cfg.output_dir)
         # manifest.json + report_to trackers (mindprint.tracking); never able to stop a run
         self.callbacks = CallbackList(default_callbacks(cfg, log) if callbacks is None
                                       else callbacks, log)
@@ -130,9 +100,8 @@ class Trainer:
         # train.epochs → steps (schedule.resolve_steps)
         schedule.apply(cfg.train, len(self.data.train_lengths), self.dist.world_size, self.log)
         self.backend = st.attach(self.init_adapter)
-        self.voice = st.voice_probe(self.tok) if cfg.eval.every else None
-        if hasattr(self.method, "on_setup"):
-            self.method.on_setup(self.backend, self.data, self.log)
+        self.voice = self._voice_probe() if cfg.eval.every else None
+        self.method.on_setup(self.backend, self.data, self.log)
         t = cfg.train
         self.sampler = StepSampler(self.data.train_lengths, t.batch_size, t.grad_accum, t.seed,
                                    world_size=self.dist.world_size, rank=self.dist.rank)
@@ -161,6 +130,13 @@ class Trainer:
             train=self.data.train, eval=self.data.eval, resumed=self.resume, step=self.step,
             log=self.log))
 
+    def _voice_probe(self):
+        if self.make_voice_probe is None:
+            self.log("warning: eval.every: this run was started without a voice probe (pass "
+                     "voice_probe= to run_training; mindprint.train and the CLI do); skipped")
+            return None
+        return self.stepper.voice_probe(self.tok, self.make_voice_probe)
+
     def _restore(self, state: dict, path: Path) -> None:
         self.step = state["step"]
         note = self.sampler.load_state(state["sampler"])
@@ -182,9 +158,9 @@ class Trainer:
         update."""
         self.stepper.begin_step(self.step)
         groups = [[self.data.train[i] for i in m] for m in self.sampler.next_step()]
-        if hasattr(self.method, "rollout"):     # RL: each rank samples for its own prompts
-            groups = self.method.rollout(self.backend, groups, self.step)
-        norm = _sum_over_ranks(self.dist, sum(self.method.weight(g) for g in groups))
+        # RL samples here, each rank for its own prompts; other methods return groups as they are
+        groups = self.method.rollout(self.backend, groups, self.step)
+        norm = sum_over_ranks(self.dist, sum(self.method.weight(g) for g in groups))
         out = self.stepper.step(groups, norm, self._check_finite)
         self.step += 1
         self.tokens_seen += out["tokens"]
@@ -264,14 +240,14 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg.train
         self.t_start = time.monotonic()
-        progress = TrainProgress(cfg.max_steps, self.step, desc=f"{self.cfg.method} train",
-                                 **({} if self.dist.is_main else {"stream": open(os.devnull, "w")}))
+        progress = progress_bar(cfg.max_steps, self.step, desc=f"{self.cfg.method} train",
+                                **({} if self.dist.is_main else {"stream": open(os.devnull, "w")}))
         reason = "max_steps"
         window_t, window_tok = time.monotonic(), 0
         # a resumed run's earlier steps count too (resumed at its last step, none runs here)
         losses = [r["loss"] for r in self.run.read_metrics() if "loss" in r]
         try:
-            with _StopFlag() as stop:
+            with StopFlag() as stop:
                 if cfg.eval_at_start and self.step == 0:
                     self._eval_row(progress)
                     if self.voice is not None:
@@ -366,32 +342,6 @@ class Trainer:
         self.run.write_json("summary.json", summary)
         self.callbacks.on_end(summary, "interrupted" if reason == "interrupted" else "completed")
         return summary
-
-
-def _sum_over_ranks(d, norm):
-    """A step normaliser (a number or a dataclass of numbers) summed over ranks; itself in one
-    process (no float round trip)."""
-    if d.world_size == 1:
-        return norm
-    if dataclasses.is_dataclass(norm):
-        names = [f.name for f in dataclasses.fields(norm)]
-        return type(norm)(**dict(zip(names, d.sum_floats([float(getattr(norm, n)) for n in names]))))
-    return type(norm)(d.sum_floats([float(norm)])[0])
-
-
-def _quiet(*args, **kwargs) -> None:
-    """The log of ranks other than 0."""
-
-
-class _ReadOnlyRunDir(RunDir):
-    """The run directory as ranks other than 0 see it: readable, never written."""
-
-    def clear(self) -> None: ...
-    def append_metrics(self, row: dict) -> None: ...
-    def truncate_metrics(self, after_step: int) -> None: ...
-    def write_metrics_csv(self) -> None: ...
-    def write_json(self, name: str, data: dict) -> None: ...
-    def prune_checkpoints(self, keep_last: int, best_step: int | None) -> None: ...
 
 
 def _eval_line(ev: dict) -> str:

@@ -36,8 +36,10 @@ class Stepper(Protocol):
         """Add LoRA adapters (with ``init_adapter``'s weights when given), build the optimizer;
         return the method's Backend."""
 
-    def voice_probe(self, tokenizer) -> Any:
-        """``eval.every``'s voice probe (``.due(step)``, ``probe(model) -> dict``), or None."""
+    def voice_probe(self, tokenizer, make: Callable[[Any, Any], Any]) -> Any:
+        """``eval.every``'s voice probe, built by ``make(cfg, tokenizer)`` (the caller's, e.g.
+        :class:`mindprint.evaluate.probe.VoiceProbe`: ``.due(step)``, ``probe(model) -> dict``),
+        or None where this backend cannot run it (with a warning)."""
 
     def seed(self, seed: int) -> None:
         """Seed the framework's random streams (python's and numpy's are the loop's)."""

@@ -46,3 +46,10 @@ def fast_blas() -> str | None:
 
 
 fast_blas()
+
+
+def configure_process(cfg=None, *, device: str | None = None) -> dict:
+    """The mlx backend's process set-up (:func:`mindprint.backends.process.configure_process`):
+    the BLAS of :func:`fast_blas` (already loaded when this package was imported first)."""
+    path = fast_blas()
+    return {"blas": path} if path else {}

@@ -86,7 +86,7 @@ class MLXStepper:
                                weight_decay=t.weight_decay, bias_correction=True)
         return self.backend
 
-    def voice_probe(self, tokenizer):
+    def voice_probe(self, tokenizer, make):
         self.log("warning: eval.every (voice probes during training) runs on the torch "
                  "backend only; skipped")
         return None

@@ -13,6 +13,8 @@ Other savings: a prompt is prefilled once and its cache copied to its ``n`` samp
 have emitted end-of-turn are dropped from the batch as the batch thins out. Sampling draws from a
 private ``torch.Generator`` seeded per call, so runs repeat without touching the global stream.
 
+The adapter is folded into the weights by :mod:`.fold`.
+
 Supported: decoder-only Llama-style models (``llama``, ``mistral`` within its sliding window,
 ``qwen2``) with plain LoRA or rsLoRA; :func:`fast_sampler` returns None for anything else (DoRA,
 other architectures), and the caller falls back to ``generate``.
@@ -23,106 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .fold import effective, fused
 from .onednn import dnn_linear
 
 SUPPORTED = ("llama", "mistral", "qwen2")
-
-
-def _lora_parts(linear):
-    """(W, b, B, A, s) with the layer computing x (W + s·B·A)^T + b; B, A None for a plain,
-    disabled or merged layer; None when that is not the form (several adapters, DoRA, ...)."""
-    if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
-        base = linear
-    else:
-        base = getattr(linear, "base_layer", None)
-        if not isinstance(base, torch.nn.Linear) or not hasattr(linear, "lora_A"):
-            return None
-    w, b = base.weight.detach(), None if base.bias is None else base.bias.detach()
-    if base is linear or getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
-        return w, b, None, None, 0.0
-    names = [n for n in linear.active_adapters if n in linear.lora_A]
-    if not names:
-        return w, b, None, None, 0.0
-    name = names[0]
-    if (len(names) > 1 or getattr(linear, "fan_in_fan_out", False)
-            or getattr(linear, "use_dora", {}).get(name, False)
-            or name in getattr(linear, "lora_variant", {})):
-        return None
-    A, B = linear.lora_A[name].weight.detach(), linear.lora_B[name].weight.detach()
-    return w, b, B.to(w.dtype), A.to(w.dtype), float(linear.scaling[name])
-
-
-def _effective(linear) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """(weight, bias) of a plain or PEFT-LoRA linear layer as it computes now (the adapters'
-    deltas added); None if unknown (DoRA, other layer types)."""
-    p = _lora_parts(linear)
-    if p is not None:
-        w, b, B, A, s = p
-        return (w if B is None else torch.addmm(w, B, A, alpha=s)), b
-    if (not isinstance(getattr(linear, "base_layer", None), torch.nn.Linear)
-            or not hasattr(linear, "lora_A") or getattr(linear, "fan_in_fan_out", False)):
-        return None
-    w = linear.base_layer.weight.detach()
-    delta = None
-    for name in linear.active_adapters:            # several active adapters: their sum
-        if name not in linear.lora_A:
-            continue
-        if (getattr(linear, "use_dora", {}).get(name, False)
-                or name in getattr(linear, "lora_variant", {})):
-            return None
-        d = linear.get_delta_weight(name).detach()
-        delta = d if delta is None else delta + d
-    b = linear.base_layer.bias
-    return w + delta.to(w.dtype), None if b is None else b.detach()
-
-
-def _fused(linears, scales, dtype):
-    """(weight, bias) of ``linears`` side by side (their outputs concatenated), each layer's
-    effective weight (adapter merged) times its scale, in ``dtype`` (None: the weights' own);
-    None when a layer is not supported. W + s·B·A is one addmm per layer into a scratch buffer,
-    cast straight into the fused copy: no full-size delta, sum or per-layer cast is made (this
-    runs once per rollout over the whole model)."""
-    parts = [_lora_parts(x) for x in linears]
-    for i, (lin, p) in enumerate(zip(linears, parts)):
-        if p is None:             # several adapters: merged the general way
-            e = _effective(lin)
-            if e is None:
-                return None
-            parts[i] = (e[0], e[1], None, None, 0.0)
-    w0 = parts[0][0]
-    dt = dtype or w0.dtype
-    if len(parts) == 1 and parts[0][2] is None and scales[0] == 1.0 and dt == w0.dtype:
-        return w0, parts[0][1]                      # nothing to merge, cast or fuse
-    n_in = w0.shape[1]
-    buf = torch.empty((sum(p[0].shape[0] for p in parts), n_in), dtype=dt, device=w0.device)
-    scratch = None
-    row = 0
-    for (w, _, B, A, s), sc in zip(parts, scales):
-        n = w.shape[0]
-        dst = buf[row:row + n]
-        row += n
-        if B is None and sc == 1.0:
-            dst.copy_(w)
-            continue
-        if dst.dtype == w.dtype:
-            tgt = dst
-        else:
-            if scratch is None:
-                scratch = torch.empty(max(p[0].numel() for p in parts), dtype=w.dtype,
-                                      device=w.device)
-            tgt = scratch[:w.numel()].view(w.shape)
-        if B is None:
-            torch.mul(w, sc, out=tgt)
-        else:
-            torch.addmm(w, B, A, beta=sc, alpha=s * sc, out=tgt)
-        if tgt is not dst:
-            dst.copy_(tgt)
-    if all(p[1] is None for p in parts):
-        return buf, None
-    bias = torch.cat([(p[1] * sc) if p[1] is not None else
-                      torch.zeros(p[0].shape[0], dtype=p[0].dtype, device=p[0].device)
-                      for p, sc in zip(parts, scales)])
-    return buf, bias.to(dt)
 
 
 class FastSampler:
@@ -393,15 +299,15 @@ def fast_sampler(model, dtype: torch.dtype | None = None) -> FastSampler | None:
         if any(not hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm")):
             return None
         # the attention scale 1/sqrt(head_dim) goes into the query rows
-        qkv = _fused((a.q_proj, a.k_proj, a.v_proj), (hd ** -0.5, 1.0, 1.0), dtype)
-        o = _fused((a.o_proj,), (1.0,), dtype)
-        gu = _fused((m.gate_proj, m.up_proj), (1.0, 1.0), dtype)
-        d = _fused((m.down_proj,), (1.0,), dtype)
+        qkv = fused((a.q_proj, a.k_proj, a.v_proj), (hd ** -0.5, 1.0, 1.0), dtype)
+        o = fused((a.o_proj,), (1.0,), dtype)
+        gu = fused((m.gate_proj, m.up_proj), (1.0, 1.0), dtype)
+        d = fused((m.down_proj,), (1.0,), dtype)
         if None in (qkv, o, gu, d):
             return None
         layers.append((f32(layer.input_layernorm.weight), *qkv, *o,
                        f32(layer.post_attention_layernorm.weight), *gu, *d, m.act_fn))
-    hw = _effective(head)
+    hw = effective(head)
     if hw is None:
         return None
     emb = base.get_input_embeddings().weight.detach()

@@ -148,10 +148,8 @@ class TorchStepper:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         return self.backend
 
-    def voice_probe(self, tokenizer):
-        from ...evaluate.probe import VoiceProbe    # voice fidelity during training (torch only)
-
-        return VoiceProbe(self.cfg, tokenizer)
+    def voice_probe(self, tokenizer, make):
+        return make(self.cfg, tokenizer)
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)

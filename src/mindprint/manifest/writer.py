@@ -1,238 +1,26 @@
-"""``manifest.json``: everything needed to tell whether two runs could have given the same numbers.
-
-Written at the start of a run (status ``running``) and completed at its end (``completed``,
-``interrupted`` or ``failed``, with the end time and the stop reason), so even a killed run leaves
-one. It holds:
-
-* Mindprint's version and, when run from a git checkout, the commit (and whether it was dirty);
-* versions of the libraries that change numbers (torch, transformers, peft, mlx, mlx-lm, trl ...);
-* platform and device; the seed; the resolved config;
-* SHA-256 of every data file, and of the tokenized dataset (every token id and loss-mask bit, so a
-  tokenizer or chat-template change shows even when the files did not change);
-* the base model's identity: spec, kind, directory, and a hash of its weight files. Hashing a
-  135M-parameter model reads ~0.5 GB, so file hashes are cached by (path, size, mtime) in
-  ``$MINDPRINT_CACHE/file-hashes.json``: a rerun costs a ``stat``.
-
-:func:`differences` compares two manifests; ``mindprint train --reproduce RUN`` prints each
-difference as a warning before it trains.
-"""
+"""``manifest.json`` itself: building it at the start of a run, completing it at the end
+(:class:`ManifestWriter`, a run callback), reading it back, comparing two
+(:func:`differences`), and ``mindprint train --reproduce``."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import importlib.metadata as md
+import copy
 import json
 import os
-import platform
-import socket
-import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
-from . import __version__
-from .errors import MindprintError
-from .tracking.base import RunInfo, flatten
+from .. import __version__
+from .. import config as C
+from ..errors import MindprintError
+from ..outputs import write_atomic
+from ..tracking.base import RunInfo, flatten
+from ..tracking.trackers import read_tracking
+from .environment import device_info, git_info, now_iso, package_versions, platform_info
+from .identity import WEIGHT_SUFFIXES, data_files, model_identity, tokenized_sha256
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "trl",
-            "mlx", "mlx-lm", "numpy", "pydantic", "gguf")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npz")
-# files that change what the model computes besides its weights
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "chat_template.jinja", "tokenizer.model")
-
-
-def now_iso() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-# -- hashing -------------------------------------------------------------------------------------
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_cache_path() -> Path:
-    from .models import cache_dir
-
-    return cache_dir() / "file-hashes.json"
-
-
-def cached_sha256(path: str | Path) -> str:
-    """sha256 of a (large) file, remembered by (absolute path, size, mtime_ns)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key, stamp = str(p), [st.st_size, st.st_mtime_ns]
-    cache_file = _hash_cache_path()
-    try:
-        cache = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    hit = cache.get(key)
-    if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp:
-        return hit[2]
-    digest = sha256_file(p)
-    cache = {k: v for k, v in cache.items() if Path(k).exists()}   # forget deleted files
-    cache[key] = stamp + [digest]
-    try:
-        from .outputs import write_atomic
-
-        write_atomic(cache_file, json.dumps(cache, indent=0))
-    except OSError:
-        pass   # a read-only cache only costs time
-    return digest
-
-
-_SKIP_FIELDS = {"ref", "source", "where"}   # cached tensors, raw messages, file:line labels
-
-
-def _canon(obj):
-    """A JSON-able view of a prepared example: its token ids, masks and labels."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            if f.name in _SKIP_FIELDS:
-                continue
-            v = _canon(getattr(obj, f.name))
-            if v is not _SKIP:
-                out[f.name] = v
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_canon(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): _canon(v) for k, v in obj.items()}
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return _SKIP    # tensors and other caches are not data
-
-
-_SKIP = object()
-
-
-def tokenized_sha256(examples) -> str:
-    """sha256 over every prepared example (rendered ids + loss masks, or preference groups)."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps(_canon(ex), separators=(",", ":"), sort_keys=True).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def data_files(cfg) -> list[dict]:
-    out = []
-    for role in ("train", "eval"):
-        for i, path in enumerate(getattr(cfg.data, role)):
-            p = Path(path)
-            entry = {"role": role, "index": i, "path": str(path), "abs_path": str(p.resolve())}
-            if p.is_file():
-                entry.update(bytes=p.stat().st_size, sha256=sha256_file(p))
-            else:
-                entry.update(bytes=None, sha256=None)
-            out.append(entry)
-    return out
-
-
-def model_identity(spec: str, kind: str, path: str) -> dict:
-    """Spec, kind, directory and hashes of the files that define the model."""
-    ident: dict = {"spec": spec, "kind": kind, "path": path, "weights_sha256": None, "files": {}}
-    d = Path(path)
-    if not d.is_dir():
-        ident["note"] = "not a local directory: weights not hashed"
-        return ident
-    weights = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    for p in weights:
-        ident["files"][p.name] = cached_sha256(p)
-    if weights:
-        h = hashlib.sha256()
-        for p in weights:
-            h.update(f"{p.name}:{ident['files'][p.name]}\n".encode())
-        ident["weights_sha256"] = h.hexdigest()
-    for name in MODEL_FILES:
-        if (d / name).is_file():
-            ident["files"][name] = sha256_file(d / name)
-    source = d / "mindprint-source.json"       # a converted GGUF names where it came from
-    if source.is_file():
-        try:
-            ident["source"] = json.loads(source.read_text(encoding="utf-8"))
-        except ValueError:
-            pass
-    return ident
-
-
-# -- environment ---------------------------------------------------------------------------------
-def package_versions() -> dict:
-    out = {"python": platform.python_version(), "mindprint": __version__}
-    for name in PACKAGES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_info() -> dict | None:
-    """The commit of the checkout Mindprint runs from (None when installed from a wheel)."""
-    pkg = Path(__file__).resolve().parent
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=pkg, capture_output=True,
-                             text=True, timeout=5)
-        if top.returncode != 0:
-            return None
-        root = Path(top.stdout.strip())
-        if not (root / "src" / "mindprint").resolve() == pkg:   # a venv inside another repo
-            return None
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()),
-            "root": str(root)}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info(device: str) -> dict:
-    info = {"device": device, "type": device.split(":")[0], "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count()}
-    torch = sys.modules.get("torch")            # only asked of a backend that is loaded already
-    if torch is not None and info["type"] == "cuda":
-        try:
-            idx = int(device.split(":")[1]) if ":" in device else 0
-            info["name"] = torch.cuda.get_device_name(idx)
-            info["cuda"] = torch.version.cuda
-        except Exception:  # noqa: BLE001
-            pass
-    elif info["type"] == "cuda":
-        info["name"] = None
-    elif info["type"] in ("mps", "gpu"):
-        info["name"] = f"Apple {platform.machine()}"
-    else:
-        info["name"] = info["cpu"]
-    return info
-
-
-def platform_info() -> dict:
-    return {"system": platform.system(), "release": platform.release(),
-            "machine": platform.machine(), "platform": platform.platform(),
-            "host": socket.gethostname()}
 
 
 # -- the manifest --------------------------------------------------------------------------------
@@ -352,10 +140,10 @@ class ManifestWriter:
         self.reproduce_of = reproduce_of
         self.reproduce_dir = reproduce_dir
         self.differences: list[str] = []
+        self.data: dict | None = None        # built by on_start
+        self.path: Path | None = None
 
     def _write(self) -> None:
-        from .outputs import write_atomic
-
         write_atomic(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
 
     def on_start(self, info: RunInfo) -> None:
@@ -387,10 +175,8 @@ class ManifestWriter:
         self._write()
 
     def on_end(self, summary: dict, status: str) -> None:
-        if not hasattr(self, "data"):
+        if self.data is None:       # the run failed before it started
             return
-        from .tracking.trackers import read_tracking
-
         run = self.data["run"]
         run.update(ended_at=now_iso(), status=status, stopped=summary.get("stopped"),
                    steps=summary.get("steps", run["steps"]), error=summary.get("error"))
@@ -406,10 +192,6 @@ def reproduce_config(run_dir: str | Path, overrides: list[str] | None = None,
     """(config, original manifest) to re-run ``run_dir``: its resolved config, then environment
     and ``--set`` overrides as for any config (each shows up as a difference), written to
     ``output_dir`` or ``RUN_DIR-reproduce``."""
-    import copy
-
-    from . import config as C
-
     original = load(run_dir)
     if not isinstance(original.get("config"), dict):
         raise MindprintError(f"{run_dir}/{MANIFEST}: has no config")
