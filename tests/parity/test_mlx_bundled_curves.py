@@ -1,13 +1,15 @@
 """20 steps of SFT and of DPO on the bundled model, torch and mlx from the same LoRA start and the
-same data order: the logged loss agrees within 2% at every step (slow).
+same data order: the logged loss agrees within 1% at every step (slow).
 
 Small enough for make test: four records of ~24 tokens after the chat template (a one-character
 system message replaces the template's default one, ~20 tokens by itself), one example or pair
 per step, LoRA r 4 on the attention projections, all four runs in one process. With OpenBLAS
 under MLX (mindprint.backends.mlx; `make test` installs it) the four runs take ~57 s on one
 thread of the 2-core CI (mlx SFT 11 s, DPO 25 s); with the mlx[cpu] wheel's reference BLAS
-about ten times as long. Measured (2026-11-22): largest relative gap SFT 0.52% (losses 4.87 →
-0.0045), DPO 0.39% (0.696 → 0.00064)."""
+about ten times as long. Measured: largest relative gap SFT 0.52% (losses 4.87 → 0.0045), DPO
+0.39% (0.696 → 0.00064) on 2026-11-22; SFT 0.51% (step 12, loss 0.171), DPO 0.38% (step 18, loss
+0.00035) on 2026-12-02 with today's packages: float32 rounding differences of two frameworks,
+compounded over 20 Adam steps. The bound is 1%, about 2x the larger."""
 
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import pytest
 
 from conftest import make_adapter, write_jsonl
 
-mx = pytest.importorskip("mlx.core")
-pytest.importorskip("mlx_lm")
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402,F401
 
 WORDS = ["Tide", "Cycle", "Credit", "Cash"]
 STEPS = 20
+RTOL = 0.01
 SYSTEM = {"role": "system", "content": "."}
 
 
@@ -91,4 +94,6 @@ def test_bundled_loss_curves_match(method, bundled_curves):
     t, m = bundled_curves[method]["torch"], bundled_curves[method]["mlx"]
     assert len(t) == len(m) == STEPS
     assert all(np.isfinite(t)) and np.mean(t[-8:]) < np.mean(t[:8])     # the runs do learn
-    np.testing.assert_allclose(m, t, rtol=0.02)
+    gap = np.abs(np.asarray(m) - np.asarray(t)) / np.abs(np.asarray(t))
+    assert gap.max() <= RTOL, (f"{method}: torch and mlx losses differ by {gap.max():.3%} "
+                               f"at step {gap.argmax() + 1} (bound {RTOL:.0%})")
