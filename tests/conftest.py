@@ -35,7 +35,7 @@ import mindprint.backends.mlx  # noqa: E402,F401
 # `make test` prints every skip reason (-rs) and the count (below), so a local skip is visible too.
 ALLOWED_SKIP_PREFIXES = {
     "CUDA-only:": "needs an NVIDIA GPU; the CI machines are CPU-only",
-    "CPU-only:": "checks the CPU behaviour (a refusal, a fallback); on CUDA the GPU path runs instead",
+    "CPU-only:": "checks CPU behaviour (a refusal, a fallback); on CUDA the GPU path runs instead",
     "Linux-only:": "a Linux/glibc mechanism (e.g. malloc tuning); other OSes do not have it",
     "x86-only:": "a oneDNN fast path the product takes only on x86-64 CPUs with the needed ISA "
                  "(e.g. AVX512-BF16/AMX for bf16); where the platform has it, the test runs",
@@ -79,9 +79,9 @@ def pytest_make_collect_report(collector):
 def pytest_terminal_summary(terminalreporter):
     """Always print the skip count (pytest omits "0 skipped"), so a clean run shows it is 0."""
     skipped = terminalreporter.stats.get("skipped", [])
-    terminalreporter.write_line(f"skipped tests: {len(skipped)}"
-                                + (" (CI=true: only allow-listed skips pass)" if STRICT_SKIPS else ""))
-# -- end of the skip rules ---------------------------------------------------------------------------
+    note = " (CI=true: only allow-listed skips pass)" if STRICT_SKIPS else ""
+    terminalreporter.write_line(f"skipped tests: {len(skipped)}{note}")
+# -- end of the skip rules ------------------------------------------------------------------------
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
