@@ -280,9 +280,8 @@ def test_openai_preference(tmp_path):
     rec, res = one(tmp_path, obj)
     assert res.format == "openai_preference"
     assert rec.chosen == (Message(A, "Late winner, deserved."),)
-    obj["input"]["tools"] = [WEATHER]
-    assert problem(tmp_path, obj, name="t.jsonl").startswith("input.tools: tools in preference "
-                                                             "data are not supported")
+    obj["input"]["tools"] = [WEATHER]     # tools travel with the pair (test_preference_tools)
+    assert one(tmp_path, obj, name="t.jsonl")[0].tools == (WEATHER,)
 
 
 # --------------------------------------------------------------------- nothing dropped

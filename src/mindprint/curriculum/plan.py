@@ -84,9 +84,11 @@ def _as_replay(record, method: str):
         return found[0] if found else None
     if TRAINS_ON[method][0] is ChatRecord:
         if isinstance(record, PreferenceRecord):
-            return ChatRecord(record.prompt + record.chosen, record.topic, record.where)
+            return ChatRecord(record.prompt + record.chosen, record.topic, record.where,
+                              record.tools)
         if isinstance(record, KTORecord) and record.label:
-            return ChatRecord(record.prompt + record.completion, record.topic, record.where)
+            return ChatRecord(record.prompt + record.completion, record.topic, record.where,
+                              record.tools)
     return None
 
 

@@ -11,6 +11,10 @@
   base model's answer adds an undesirable one, so KTO sees both classes.
 * preference → kto: each pair gives a desirable and an undesirable example (TRL's "unpairing").
 
+Tool use travels: ``tools`` and the tool turns before the answer stay with the prompt. Where the
+target cannot hold it (RL prompts have no tool list) or the base model would have to answer
+without it (generated answers), the record is dropped and counted, never converted without it.
+
 Keys no format uses (``topic``, ``id`` …) are carried over to the converted record.
 """
 
@@ -50,10 +54,27 @@ class ConvertResult:
 
 
 def split_chat(messages: Messages) -> tuple[Messages, str]:
-    """(prompt, answer): the turns up to and including the last user turn, and the final
-    assistant turn. Assistant turns between them, if any, have no user turn to answer and go."""
-    last_user = max(i for i, m in enumerate(messages) if m.role == "user")
-    return messages[: last_user + 1], messages[-1].content
+    """(prompt, answer): the turns up to and including the last user (or tool) turn, and the
+    final assistant turn. Assistant turns between them, if any, have no turn to answer and go."""
+    last = max(i for i, m in enumerate(messages) if m.role in ("user", "tool"))
+    return messages[: last + 1], messages[-1].content
+
+
+def uses_tools(record) -> bool:
+    msgs = record.messages if isinstance(record, ChatRecord) else record.prompt
+    return bool(record.tools) or any(m.tool_calls or m.role == "tool" for m in msgs)
+
+
+def _without_tools(source: Source, drops: Drops) -> Iterator[Line]:
+    for line in source:
+        if uses_tools(line.record):
+            drops.add("uses tools (prompt records have no tool list)", line.where)
+        else:
+            yield line
+
+
+def _tools(record) -> dict:
+    return {"tools": [dict(t) for t in record.tools]} if record.tools else {}
 
 
 def prompt_value(prompt: Messages):
@@ -93,7 +114,7 @@ def unpair(line: Line) -> Iterator[dict]:
     rec: PreferenceRecord = line.record
     for completion, label in ((rec.chosen, True), (rec.rejected, False)):
         yield {"prompt": prompt_value(rec.prompt), "completion": _completion_value(completion),
-               "label": label, **_extras(line.obj)}
+               "label": label, **_tools(rec), **_extras(line.obj)}
 
 
 # ---------------------------------------------------------------------- conversions with a model
@@ -140,10 +161,15 @@ def _with_generations(source: Source, answer: BaseAnswers, drops: Drops):
     reason then goes to ``drops``)."""
     for batch in _batches(iter(source), answer.batch_size):
         parts = [split_chat(line.record.messages) for line in batch]
-        generated = answer([prompt for prompt, _ in parts])
-        for line, (prompt, mine), theirs in zip(batch, parts, generated):
-            where, theirs = line.where, theirs.strip()
-            if not theirs:
+        # the base model answers without a tool list (generate renders none): no fair rival
+        asked = [i for i, line in enumerate(batch) if not uses_tools(line.record)]
+        generated = dict(zip(asked, answer([parts[i][0] for i in asked]) if asked else []))
+        for i, (line, (prompt, mine)) in enumerate(zip(batch, parts)):
+            where, theirs = line.where, generated.get(i, "").strip()
+            if i not in generated:
+                drops.add("uses tools (the base model would answer without them)", where)
+                theirs = None
+            elif not theirs:
                 drops.add("the base model's answer is empty", where)
                 theirs = None
             elif theirs == mine.strip():  # no preference signal in a pair of equals
@@ -156,7 +182,7 @@ def to_preference(source: Source, answer: BaseAnswers, drops: Drops) -> Iterator
     for line, prompt, mine, theirs in _with_generations(source, answer, drops):
         if theirs is not None:
             yield {"prompt": prompt_value(prompt), "chosen": mine, "rejected": theirs,
-                   **_extras(line.obj)}
+                   **_tools(line.record), **_extras(line.obj)}
 
 
 def to_kto(source: Source, answer: BaseAnswers | None, drops: Drops) -> Iterator[dict]:
@@ -164,10 +190,10 @@ def to_kto(source: Source, answer: BaseAnswers | None, drops: Drops) -> Iterator
         for line in source:
             prompt, mine = split_chat(line.record.messages)
             yield {"prompt": prompt_value(prompt), "completion": mine, "label": True,
-                   **_extras(line.obj)}
+                   **_tools(line.record), **_extras(line.obj)}
         return
     for line, prompt, mine, theirs in _with_generations(source, answer, drops):
-        p, extras = prompt_value(prompt), _extras(line.obj)
+        p, extras = prompt_value(prompt), {**_tools(line.record), **_extras(line.obj)}
         yield {"prompt": p, "completion": mine, "label": True, **extras}
         if theirs is not None:
             yield {"prompt": p, "completion": theirs, "label": False, **extras}
@@ -214,8 +240,10 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
         rows = to_preference(source, answer, unusable)
     elif to == "kto" and kind is not PreferenceRecord:
         rows = to_kto(source, answer, unusable)
+    elif to == "prompt":      # RL prompts have no tool list: a tool-using record cannot be one
+        rows = (row for line in _without_tools(source, drops) for row in to_prompt(line))
     else:
-        one = {"chat": to_chat, "prompt": to_prompt, "kto": unpair}[to]
+        one = {"chat": to_chat, "kto": unpair}[to]
         rows = (row for line in source for row in one(line))
     written = 0
     try:

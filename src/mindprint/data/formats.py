@@ -12,10 +12,15 @@
 | preference            | prompt/messages?, chosen, rejected (implicit prompt too) | Preference  |
 | sharegpt_preference   | conversations + chosen/rejected message objects          | Preference  |
 | alpaca_preference     | instruction, input?, chosen, rejected strings            | Preference  |
-| openai_preference     | input {messages}, preferred_output, non_preferred_output | Preference  |
+| openai_preference     | input {messages, tools?}, preferred_output, non_pref…    | Preference  |
 | kto                   | prompt, completion, label (true/false or 1/0)            | KTO         |
 | chat_kto              | messages + label or kto_tag: the last turn is judged     | KTO         |
 | sharegpt_kto          | conversations + label or kto_tag                         | KTO         |
+
+Every format with messages takes tool use as the chat format does: assistant ``tool_calls``,
+``tool`` turns and a record-level ``tools`` list (OpenAI preference: ``input.tools``), rendered
+through the chat template for the prompt and every completion alike; a template that cannot
+render them is an error naming the record (:func:`mindprint.data.render.check_tool_support`).
 | prompt                | prompt, answer?, system?                                 | Prompt      |
 
 Decisions where the sources disagree or are silent:
@@ -79,12 +84,13 @@ def _prompt_of(obj: dict, ctx: Ctx) -> Messages:
     return _with_system(F.prompt(F.required(obj, key), key, ctx), obj, ctx, use_config=False)
 
 
-def _pair(prompt: Messages, chosen: Messages, rejected: Messages) -> PreferenceRecord:
+def _pair(prompt: Messages, chosen: Messages, rejected: Messages,
+          tools: tuple | None = None) -> PreferenceRecord:
     # Pairs equal up to surrounding whitespace carry no preference signal, only noise.
     if [(m.role, m.content.strip(), m.tool_calls) for m in chosen] == \
             [(m.role, m.content.strip(), m.tool_calls) for m in rejected]:
         raise Problem(None, "chosen equals rejected")
-    return PreferenceRecord(prompt, chosen, rejected)
+    return PreferenceRecord(prompt, chosen, rejected, tools=tools)
 
 
 def _context(msgs: Messages) -> Messages:
@@ -136,7 +142,8 @@ def preference(obj, ctx) -> PreferenceRecord:
         return _implicit_preference(obj, ctx)
     prompt = _prompt_of(obj, ctx)
     return _pair(prompt, F.completion(F.required(obj, "chosen"), "chosen", ctx),
-                 F.completion(F.required(obj, "rejected"), "rejected", ctx))
+                 F.completion(F.required(obj, "rejected"), "rejected", ctx),
+                 F.tools(obj.get("tools")))
 
 
 def _implicit_preference(obj, ctx) -> PreferenceRecord:
@@ -157,13 +164,15 @@ def _implicit_preference(obj, ctx) -> PreferenceRecord:
                                 "with a user turn; give the prompt explicitly")
     return _pair(_with_system(chosen[:k], obj, ctx, use_config=False),
                  F.completion([m.as_json() for m in chosen[k:]] or None, f"chosen[{k}:]", ctx),
-                 F.completion([m.as_json() for m in rejected[k:]] or None, f"rejected[{k}:]", ctx))
+                 F.completion([m.as_json() for m in rejected[k:]] or None, f"rejected[{k}:]", ctx),
+                 F.tools(obj.get("tools")))
 
 
 def kto(obj, ctx) -> KTORecord:
     prompt = _prompt_of(obj, ctx)
     completion = F.completion(F.required(obj, "completion"), "completion", ctx)
-    return KTORecord(prompt, completion, F.label(F.required(obj, "label")))
+    return KTORecord(prompt, completion, F.label(F.required(obj, "label")),
+                     tools=F.tools(obj.get("tools")))
 
 
 def prompt_record(obj, ctx) -> PromptRecord:
@@ -268,7 +277,7 @@ def sharegpt_preference(obj, ctx) -> PreferenceRecord:
                                                                 "human turn")
     prompt = _with_system(prompt, obj, ctx, use_config=False)
     return _pair(prompt, _answer(F.required(obj, "chosen"), "chosen", ctx),
-                 _answer(F.required(obj, "rejected"), "rejected", ctx))
+                 _answer(F.required(obj, "rejected"), "rejected", ctx), F.tools(obj.get("tools")))
 
 
 def alpaca_preference(obj, ctx) -> PreferenceRecord:
@@ -283,16 +292,16 @@ def openai_preference(obj, ctx) -> PreferenceRecord:
     inp = F.required(obj, "input")
     if not isinstance(inp, dict):
         raise Problem("input", f"must be an object with messages, got {F.kind(inp)}")
-    if inp.get("tools"):
-        raise Problem("input.tools", "tools in preference data are not supported yet; remove "
-                                     "them or train with SFT")
     for key in sorted(inp.keys() - {"messages", "tools", "parallel_tool_calls"}):
         ctx.note(f"input.{key}", "not used")
+    if inp.get("parallel_tool_calls") is not None:   # a request option, not something trained
+        ctx.note("input.parallel_tool_calls", "not used (a request option)")
     prompt = F.prompt(F.required(inp, "messages") if "messages" in inp else None,
                       "input.messages", ctx)
     return _pair(prompt,
                  F.completion(F.required(obj, "preferred_output"), "preferred_output", ctx),
-                 F.completion(F.required(obj, "non_preferred_output"), "non_preferred_output", ctx))
+                 F.completion(F.required(obj, "non_preferred_output"), "non_preferred_output", ctx),
+                 F.tools(inp.get("tools"), "input.tools"))
 
 
 def _tag(obj) -> bool:
@@ -316,14 +325,14 @@ def chat_kto(obj, ctx) -> KTORecord:
     msgs = _with_system(F.messages(F.required(obj, "messages"), "messages", ctx), obj, ctx,
                         use_config=False)
     prompt, done = _judged(msgs, "messages")
-    return KTORecord(prompt, done, _tag(obj))
+    return KTORecord(prompt, done, _tag(obj), tools=F.tools(obj.get("tools")))
 
 
 def sharegpt_kto(obj, ctx) -> KTORecord:
     msgs = _with_system(_sharegpt_turns(F.required(obj, "conversations"), "conversations", ctx),
                         obj, ctx, use_config=False)
     prompt, done = _judged(msgs, "conversations")
-    return KTORecord(prompt, done, _tag(obj))
+    return KTORecord(prompt, done, _tag(obj), tools=F.tools(obj.get("tools")))
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -364,16 +373,17 @@ READERS: dict[str, tuple[Reader, type, frozenset]] = {
         ("text", text, TextRecord, ("text",)),
         ("sharegpt", sharegpt, ChatRecord, ("conversations", "system", "tools")),
         ("preference", preference, PreferenceRecord,
-         ("prompt", "messages", "chosen", "rejected", "system")),
+         ("prompt", "messages", "chosen", "rejected", "system", "tools")),
         ("sharegpt_preference", sharegpt_preference, PreferenceRecord,
-         ("conversations", "chosen", "rejected", "system")),
+         ("conversations", "chosen", "rejected", "system", "tools")),
         ("alpaca_preference", alpaca_preference, PreferenceRecord,
          ("instruction", "input", "chosen", "rejected", "system", "history")),
         ("openai_preference", openai_preference, PreferenceRecord,
          ("input", "preferred_output", "non_preferred_output")),
-        ("kto", kto, KTORecord, ("prompt", "messages", "completion", "label", "system")),
-        ("chat_kto", chat_kto, KTORecord, ("messages", "label", "kto_tag", "system")),
-        ("sharegpt_kto", sharegpt_kto, KTORecord, ("conversations", "label", "kto_tag", "system")),
+        ("kto", kto, KTORecord, ("prompt", "messages", "completion", "label", "system", "tools")),
+        ("chat_kto", chat_kto, KTORecord, ("messages", "label", "kto_tag", "system", "tools")),
+        ("sharegpt_kto", sharegpt_kto, KTORecord, ("conversations", "label", "kto_tag", "system",
+                                                   "tools")),
         ("prompt", prompt_record, PromptRecord, ("prompt", "answer", "system")),
     )
 }

@@ -78,24 +78,29 @@ class TextRecord:
 
 @dataclass(frozen=True)
 class PreferenceRecord:
-    """``prompt`` ends with a user turn; ``chosen``/``rejected`` are assistant continuations."""
+    """``prompt`` ends with a user (or tool) turn; ``chosen``/``rejected`` are assistant
+    continuations (which may call tools). ``tools``: as :class:`ChatRecord`'s, for the prompt and
+    both continuations alike."""
 
     prompt: Messages
     chosen: Messages
     rejected: Messages
     topic: str | None = None
     where: str = field(default="", compare=False)
+    tools: tuple | None = None
 
 
 @dataclass(frozen=True)
 class KTORecord:
-    """An unpaired completion labelled desirable (True) or undesirable (False)."""
+    """An unpaired completion labelled desirable (True) or undesirable (False); ``tools`` as
+    :class:`PreferenceRecord`'s."""
 
     prompt: Messages
     completion: Messages
     label: bool
     topic: str | None = None
     where: str = field(default="", compare=False)
+    tools: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ def to_json(record: Record) -> dict:
         obj = {"prompt": msgs(record.prompt)}
         if record.answer is not None:
             obj["answer"] = record.answer
+    if isinstance(record, PreferenceRecord | KTORecord) and record.tools is not None:
+        obj["tools"] = [dict(t) for t in record.tools]
     if record.topic is not None:
         obj["topic"] = record.topic
     return obj

@@ -132,9 +132,9 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
 
-def render_prompt(tokenizer, prompt_messages) -> list[int]:
-    """Ids of a prompt ending in a user turn, with the generation prompt appended."""
-    text = render_text(tokenizer, prompt_messages, add_generation_prompt=True)
+def render_prompt(tokenizer, prompt_messages, tools=None) -> list[int]:
+    """Ids of a prompt ending in a user (or tool) turn, with the generation prompt appended."""
+    text = render_text(tokenizer, prompt_messages, add_generation_prompt=True, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -79,12 +79,15 @@ def _length_and_fate(tokenizer, record, max_length: int) -> tuple[int, bool, boo
     else:
         assert isinstance(record, KTORecord)
         completions, labels = [record.completion], [record.label]
-    n = max(len(render_messages(tokenizer, list(record.prompt) + list(c)).input_ids)
+    tools = record.tools
+    group, _problem = render_group(tokenizer, record.prompt, completions, labels, max_length,
+                                   record.where, tools=tools)
+    n = max(len(render_messages(tokenizer, list(record.prompt) + list(c), tools=tools).input_ids)
             for c in completions)
-    group, _problem = render_group(tokenizer, record.prompt, completions, labels, max_length)
     trained = 0
     for c in completions:  # completion tokens within max_length, the prompt kept whole
-        full = render_messages(tokenizer, list(record.prompt) + list(c), train_on="last_assistant")
+        full = render_messages(tokenizer, list(record.prompt) + list(c), train_on="last_assistant",
+                               tools=tools)
         trained += sum(full.loss_mask[1:max_length])
     return n, bool(group and group.truncated), group is None, (trained if group else 0)
 

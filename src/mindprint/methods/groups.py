@@ -40,6 +40,7 @@ class Group:
     kl: "Group | None" = None         # KTO: this prompt with another group's completions
     ref: np.ndarray | None = field(default=None, repr=False)     # [K] reference log-prob sums
     source: tuple | None = field(default=None, repr=False)        # (prompt, completions) messages
+    tools: tuple | None = field(default=None, repr=False)         # the record's tool list
 
     def packed(self):
         return self.prompt, list(zip(self.completions, self.masks))
@@ -81,17 +82,24 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 def render_group(tokenizer, prompt, completions, labels, max_length: int, where: str = "", *,
-                 strict: bool = True) -> tuple[Group | None, str | None]:
+                 strict: bool = True, tools=None) -> tuple[Group | None, str | None]:
     """A :class:`Group`, or ``(None, problem)`` when it cannot be trained on within max_length.
 
     ``strict=False`` (KTO's mismatched KL groups) only cuts, and reports nothing but an empty
-    completion.
+    completion. ``tools`` (the record's tool list) is rendered with the prompt and every
+    completion, as the chat path renders it; a template that cannot render tool use is an error
+    naming ``where``.
     """
-    rendered = [render_messages(tokenizer, list(prompt) + list(c)) for c in completions]
+    try:
+        rendered = [render_messages(tokenizer, list(prompt) + list(c), tools=tools)
+                    for c in completions]
+        # the prompt is what every rendering shares with the prompt rendered alone (as TRL does
+        # when a template or a token merge makes them differ at the boundary); what follows is
+        # completion
+        prompt_ids = render_prompt(tokenizer, prompt, tools)
+    except DataError as err:
+        raise DataError(f"{where}: {err}" if where else str(err)) from None
     rendered = [(r.input_ids, r.loss_mask) for r in rendered]
-    # the prompt is what every rendering shares with the prompt rendered alone (as TRL does when
-    # a template or a token merge makes them differ at the boundary); what follows is completion
-    prompt_ids = render_prompt(tokenizer, prompt)
     P = _common_prefix([prompt_ids] + [ids for ids, _ in rendered])
     comps, masks = [], []
     for ids, m in rendered:
@@ -118,7 +126,7 @@ def render_group(tokenizer, prompt, completions, labels, max_length: int, where:
             return None, (f"{where}: chosen and rejected are identical within the first {room} "
                           f"completion tokens that fit data.max_length={max_length}; raise "
                           f"data.max_length")
-    g = Group(list(prompt_ids[:P]), comps, masks, list(labels), where, truncated)
+    g = Group(list(prompt_ids[:P]), comps, masks, list(labels), where, truncated, tools=tools)
     g.source = (prompt, completions)
     return g, None
 
@@ -133,10 +141,12 @@ def _note_truncation(groups: list[Group], what: str, max_length: int) -> list[st
 
 def render_groups(tokenizer, items, max_length: int, max_error_rate: float, what: str
                   ) -> tuple[list[Group], list[str]]:
-    """Render ``items`` = [(prompt, completions, labels, where)]; refuse or note problems."""
+    """Render ``items`` = [(prompt, completions, labels, where, tools)]; refuse or note
+    problems."""
     groups, problems = [], []
-    for prompt, completions, labels, where in items:
-        g, problem = render_group(tokenizer, prompt, completions, labels, max_length, where)
+    for prompt, completions, labels, where, tools in items:
+        g, problem = render_group(tokenizer, prompt, completions, labels, max_length, where,
+                                  tools=tools)
         if problem:
             problems.append(problem)
         else:
@@ -155,7 +165,7 @@ def render_groups(tokenizer, items, max_length: int, max_error_rate: float, what
 
 
 def pair_items(records) -> list:
-    return [(r.prompt, [r.chosen, r.rejected], [True, False], r.where) for r in records]
+    return [(r.prompt, [r.chosen, r.rejected], [True, False], r.where, r.tools) for r in records]
 
 
 # -- reference log-probs -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ z = max(0, mean(π_KL − ref_KL)) over the micro-batch, detached.
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -30,12 +31,15 @@ KTO_FORMATS = ("kto", "preference")
 
 
 def kto_items(records) -> list:
-    """Group (prompt, completion, label) triples by prompt, in order of first appearance."""
+    """Group (prompt, completion, label) triples by prompt (and tool list), in order of first
+    appearance: items (prompt, completions, labels, where, tools)."""
     by_prompt: dict = {}
     for r in records:
         triples = ([(r.completion, r.label)] if isinstance(r, KTORecord)
                    else [(r.chosen, True), (r.rejected, False)])
-        item = by_prompt.setdefault(r.prompt, (r.prompt, [], [], r.where))
+        # by value: messages with tool calls hold dicts, which do not hash
+        key = json.dumps([[m.as_dict() for m in r.prompt], r.tools], sort_keys=True, default=str)
+        item = by_prompt.setdefault(key, (r.prompt, [], [], r.where, r.tools))
         for completion, label in triples:
             item[1].append(completion)
             item[2].append(label)
@@ -43,8 +47,8 @@ def kto_items(records) -> list:
 
 
 def _check_both_labels(items, what: str) -> None:
-    desirable = sum(lab for _, _, labels, _ in items for lab in labels)
-    total = sum(len(labels) for _, _, labels, _ in items)
+    desirable = sum(lab for _, _, labels, *_ in items for lab in labels)
+    total = sum(len(labels) for _, _, labels, *_ in items)
     if desirable == 0 or desirable == total:
         have = "desirable (label true)" if desirable else "undesirable (label false)"
         lack = "undesirable (label false)" if desirable else "desirable (label true)"
@@ -61,7 +65,7 @@ def add_kl_partners(tokenizer, groups, max_length: int, seed: int) -> None:
         partner = groups[order[k - 1]]
         prompt, _ = groups[i].source
         kl, _ = render_group(tokenizer, prompt, partner.source[1], [True] * len(partner.labels),
-                             max_length, groups[i].where, strict=False)
+                             max_length, groups[i].where, strict=False, tools=groups[i].tools)
         groups[i].kl = kl if kl is not None else groups[i]
 
 
