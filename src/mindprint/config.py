@@ -360,6 +360,13 @@ class EvalConfig(_Section):
                                       "as style violations (case-insensitive)")
     compare_base: bool = Field(True, description="also evaluate the base model (adapter disabled) "
                                "side by side")
+    kept: int = Field(20, ge=0, le=100, description="general ability kept: the first N bundled "
+                      "everyday prompts (recipes, directions, sums, e-mails...); the tuned model's "
+                      "log-prob of the base model's cached answers and its own answers' content "
+                      "similarity to them (0: off)")
+    kept_max_new_tokens: int = Field(48, ge=1, description="tokens per answer to the everyday "
+                                     "prompts, at most eval.max_new_tokens (the base model's "
+                                     "answers are cached per base model and this length)")
     output_dir: str | None = Field(None, description="where report.json and report.html go "
                                    "(default: <output_dir>/eval)")
 
@@ -383,6 +390,15 @@ class GateConfig(_Section):
     min_gain_over_base: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
                                              "content similarity must beat the base model's on the "
                                              "same split by at least this much (null: no check)")
+    min_kept_likelihood_ratio: float | None = Field(
+        None, gt=0.0, description="curriculum gate: general ability kept — lowest per-token "
+        "probability the adapter gives the base model's answers to the bundled everyday prompts, "
+        "relative to the base model (exp of the mean log-prob difference; 1 = nothing lost; "
+        "null: no threshold)")
+    min_kept_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="curriculum gate: "
+                                              "lowest content similarity of the adapter's answers "
+                                              "to the everyday prompts to the base model's (null: "
+                                              "no threshold)")
     min_pref_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="curriculum gate: "
                                             "lowest preference accuracy where the topic has held-out "
                                             "pairs (null: no threshold)")

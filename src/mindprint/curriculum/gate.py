@@ -14,13 +14,18 @@ from .plan import PREF_METRIC, Topic, voice_prompts, write_jsonl
 def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
     """Voice match (the voice verifier fitted on data.train), content similarity (and perplexity /
     preference accuracy where the held-out split has chats / pairs) of the topic's adapter and of
-    the base model, through ``mindprint eval``'s runner."""
+    the base model, through ``mindprint eval``'s runner. General ability kept (the everyday
+    prompts, :mod:`mindprint.evaluate.kept`) is measured only when the gate has a kept threshold:
+    every topic would otherwise answer them again."""
     files = {"prompts": voice_prompts(topic.held_out),
              "chat": [r for r in topic.held_out if isinstance(r, ChatRecord)],
              "preference": [r for r in topic.held_out if isinstance(r, PreferenceRecord)]}
     paths = {k: [str(write_jsonl(tdir / "data" / f"heldout_{k}.jsonl", v))] if v else []
              for k, v in files.items()}
-    ecfg = cfg.eval.model_copy(update={**paths, "compare_base": True, "every": 0})
+    wants_kept = topic.gate.min_kept_likelihood_ratio is not None \
+        or topic.gate.min_kept_similarity is not None
+    ecfg = cfg.eval.model_copy(update={**paths, "compare_base": True, "every": 0,
+                                       "kept": cfg.eval.kept if wants_kept else 0})
     report = run_eval(EvalJob(cfg=ecfg, out=tdir / "eval", adapter=str(tdir / "adapter"),
                               max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
                               person=list(cfg.data.train)),
@@ -29,11 +34,21 @@ def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
     pref_key = PREF_METRIC[topic.method]
     out = {"n_prompts": len(files["prompts"][:ecfg.max_prompts]), "n_pairs": len(files["preference"])}
     for key, name in (("voice_match", "voice_match"), ("content_similarity", "content_similarity"),
-                      ("perplexity", "perplexity"), (pref_key, "pref_accuracy")):
+                      ("perplexity", "perplexity"), (pref_key, "pref_accuracy"),
+                      ("kept_likelihood_ratio", "kept_likelihood_ratio"),
+                      ("kept_similarity", "kept_similarity")):
         if key in s.get("tuned", {}):
             out[name] = s["tuned"][key]
-            out[f"base_{name}"] = s["base"].get(key)
+            out[f"base_{name}"] = s["base"].get(key)     # None for the kept figures
     return out
+
+
+# general ability kept: the tuned model's likelihood of the base model's everyday answers relative
+# to the base's (1 = nothing lost) and its own answers' similarity to them
+KEPT_GATES = (("kept_likelihood_ratio", "general ability kept (likelihood of the base model's "
+               "everyday answers)"),
+              ("kept_similarity", "general ability kept (similarity to the base model's everyday "
+               "answers)"))
 
 
 def gate_result(gate: GateConfig, ev: dict) -> list[str]:
@@ -55,6 +70,15 @@ def gate_result(gate: GateConfig, ev: dict) -> list[str]:
         elif v - b < gate.min_gain_over_base:
             why.append(f"content similarity {v:.4f} is not {gate.min_gain_over_base} above the "
                        f"base model's {b:.4f}")
+    for key, label in KEPT_GATES:
+        low = getattr(gate, f"min_{key}")
+        if low is None:
+            continue
+        v = ev.get(key)
+        if v is None:
+            why.append(f"{label} was not measured (eval.kept is 0?)")
+        elif v < low:
+            why.append(f"{label} {v:.4f} < min_{key} {low}")
     if gate.min_pref_accuracy is not None and ev.get("pref_accuracy") is not None \
             and ev["pref_accuracy"] < gate.min_pref_accuracy:
         why.append(f"preference accuracy {ev['pref_accuracy']:.3f} < min_pref_accuracy "

@@ -65,6 +65,9 @@ def add_parsers(sub) -> None:
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--person", action="append", metavar="FILE", help="the person's answers: score "
                    "every answer's voice (P the person's) and each column's voice_match (repeatable)")
+    c.add_argument("--kept", type=int, default=20, metavar="N", help="general ability kept: each "
+                   "adapter's likelihood of and similarity to the base model's answers to N "
+                   "bundled everyday prompts (0: off; default 20)")
     c.set_defaults(func=cmd_compare)
 
 
@@ -153,7 +156,7 @@ def cmd_compare(args) -> int:
     res = compare(adapters, args.prompts, args.out, model=args.model,
                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                   top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, system=args.system,
-                  device=args.device, person=args.person,
+                  device=args.device, person=args.person, kept=args.kept,
                   log=lambda s: print(s, file=sys.stderr))
     out = Path(res["out"])
     print(f"compare: {out / 'compare.html'}")

@@ -5,10 +5,13 @@ switched between with ``set_adapter``; the base column is that model with adapte
 Writes compare.html, compare.md and compare.json. With ``person`` files, each answer (and the
 reference) also gets its voice score: P(the person's) from the voice verifier
 (:mod:`mindprint.measures.voice`) fitted on them, and each column its mean (``voice_match``).
+With ``kept`` > 0 each adapter column also gets the general-ability-kept figures on the bundled
+everyday prompts (:mod:`.kept`), against the base model's cached answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from pathlib import Path
@@ -18,6 +21,7 @@ from ..errors import MindprintError, ModelError
 from ..measures.voice import VoiceVerifier
 from ..measures.voice_data import person_texts
 from . import data as D
+from .kept import kept_figures
 
 
 def _label(path: str, taken: set) -> str:
@@ -33,7 +37,8 @@ def _label(path: str, taken: set) -> str:
 def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
             model: str | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
             top_p: float = 1.0, seed: int = 0, batch_size: int = 8, system: str | None = None,
-            device: str = "auto", person: list[str] | None = None, log=lambda s: None) -> dict:
+            device: str = "auto", person: list[str] | None = None, kept: int = 20,
+            kept_max_new_tokens: int = 48, log=lambda s: None) -> dict:
     from ..backends.common import atomic_dir
     from ..backends.torch.adapters import attach_adapter, read_adapter_meta
     from ..backends.torch.generate import generate
@@ -98,6 +103,12 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
                         "answers": {c: columns[c][i] for c in columns}} for i, it in enumerate(items)]}
     if verifier is not None:
         add_voice(result, verifier, person)
+    if kept:
+        k = kept_figures(pm, tok, resolve(spec), {"base": pm.disable_adapter, **{
+            lab: (lambda lab=lab: _active(pm, lab)) for lab in labels}}, n=kept,
+            max_new_tokens=min(kept_max_new_tokens, max_new_tokens), batch_size=batch_size,
+            max_length=1024, log=log)
+        result["kept"] = {c: k["summary"][c] for c in columns} | {"cache": k["cache"], "n": k["n"]}
     with atomic_dir(out_dir) as tmp:
         (tmp / "compare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
                                           encoding="utf-8")
@@ -105,6 +116,25 @@ def compare(adapters: list[str], prompts: list[str], out: str | None = None, *,
         (tmp / "compare.html").write_text(to_html(result), encoding="utf-8")
     result["out"] = str(out_dir)
     return result
+
+
+@contextlib.contextmanager
+def _active(pm, label: str):
+    """``pm`` acting as its adapter ``label`` (set_adapter is a switch, not a context)."""
+    pm.set_adapter(label)
+    yield
+
+
+def _kept_line(result: dict) -> str:
+    k = result.get("kept")
+    if not k:
+        return ""
+    cols = [c for c in result["adapters"] if c in k]
+    parts = ", ".join(f"{c}: likelihood {k[c]['kept_likelihood_ratio']:.3f}, similarity "
+                      + ("–" if k[c]["kept_similarity"] is None else f"{k[c]['kept_similarity']:.3f}")
+                      for c in cols)
+    return (f"general ability kept on {k['n']} everyday prompts (vs the base model's answers; 1 = "
+            f"nothing lost): {parts}.")
 
 
 def add_voice(result: dict, verifier: VoiceVerifier, person: list[str]) -> None:
@@ -159,7 +189,8 @@ def to_markdown(result: dict) -> str:
     cols = _cols(result)
     md = lambda t: (t or "").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")  # noqa: E731
     lines = ["# Mindprint compare", "", _header(result), ""] + ([_voice_line(result), ""]
-                                                                 if result.get("voice") else [])
+                                                                 if result.get("voice") else []) \
+        + ([_kept_line(result), ""] if result.get("kept") else [])
     for i, row in enumerate(result["rows"], 1):
         lines += [f"## {i}. {row['prompt']}", "", "| " + " | ".join(cols) + " |",
                   "|" + "---|" * len(cols),
@@ -180,5 +211,6 @@ def to_html(result: dict) -> str:
             "collapse}td,th{border:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align:left}"
             "th{background:#f5f5f5}.a{white-space:pre-wrap;max-width:420px}</style></head><body>"
             f"<h1>Mindprint compare</h1><p>{e(_header(result))}</p><p>{e(_voice_line(result))}</p>"
+            f"<p>{e(_kept_line(result))}</p>"
             f"<table>{head}{rows}</table>"
             "</body></html>\n")

@@ -200,6 +200,33 @@ def _voice_score_note(report: dict) -> str:
             f'(learning curve {_e(curve)}){warn}</p>')
 
 
+def _kept_section(report: dict) -> str:
+    """General ability kept (:mod:`.kept`): the figures in words, the banned-phrase rate beside
+    them, and each everyday prompt's base and tuned answers."""
+    k, summ = report["kept"], report["summary"]
+    t, b = summ.get("tuned", {}), summ.get("base", {})
+    ratio, sim = t.get("kept_likelihood_ratio"), t.get("kept_similarity")
+    banned = ", ".join(f"{v} {summ[v]['banned_answer_rate']:.2f}" for v in report["variants"]
+                       if summ[v].get("banned_answer_rate") is not None)
+    intro = (f"<p>{k['n']} bundled everyday prompts (recipes, directions, sums, e-mails...); the "
+             f"base model's greedy answers (up to {k['max_new_tokens']} tokens, cached in "
+             f"<code>{_e(k['cache'])}</code>) are the yardstick. Per token the tuned model gives "
+             f"them {_fmt('{:.3f}', ratio)} × the base model's probability (1 = nothing lost); its "
+             f"own answers have content similarity {_fmt('{:.3f}', sim)} to the base's."
+             + (f" Answers with a banned (assistant-like) phrase: {_e(banned)}." if banned else "")
+             + "</p>")
+    head = "<tr><th>#</th><th>prompt</th><th>base</th><th>tuned</th></tr>"
+    rows = []
+    for i, row in enumerate(k["rows"], 1):
+        s = row["similarity"].get("tuned")
+        meta = f"similarity {s:.3f}" if s is not None else ""
+        rows.append(f'<tr><td class="n">{i}</td><td>{_e(row["prompt"])}</td>'
+                    f'<td><div class="ans">{_e(row["answers"].get("base"))}</div></td>'
+                    f'<td><div class="ans">{_e(row["answers"].get("tuned"))}</div>'
+                    f'<div class="muted">{_e(meta)}</div></td></tr>')
+    return intro + f"<table>{head}{''.join(rows)}</table>"
+
+
 def _pref_table(report: dict) -> str:
     vs = report["variants"]
     head = "<tr><th>pair</th>" + "".join(
@@ -261,6 +288,8 @@ def render_html(report: dict, plots: list[tuple[str, str]], plots_dir: Path | No
     if report["voice"]:
         parts.append("<h2>Answers: voice (P the person's) and content similarity</h2>"
                      + _voice_score_note(report) + _voice_table(report))
+    if report.get("kept"):
+        parts.append("<h2>General ability kept</h2>" + _kept_section(report))
     if report["preference"]:
         parts.append("<h2>Preference pairs</h2>" + _pref_table(report))
     if report["perplexity"]:

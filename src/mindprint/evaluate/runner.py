@@ -22,6 +22,7 @@ from ..measures.voice import VoiceVerifier, background_texts
 from ..measures.voice_data import person_texts
 from . import data as D
 from . import metrics as M
+from .kept import kept_figures
 from .report import write_report
 from .summary import summary_lines  # noqa: F401 - mindprint eval's terminal table, re-exported
 
@@ -112,6 +113,15 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
             with M.variant(model, v):
                 pref_logps[v] = M.preference_logps(model, tok, pairs, max_length=job.max_length,
                                                    batch_size=cfg.batch_size)
+    kept = None
+    if job.adapter and cfg.kept:            # what the voice cost in general ability
+        kept = kept_figures(model, tok, ref, {v: (lambda v=v: M.variant(model, v))
+                                              for v in ("base", "tuned")},
+                            n=cfg.kept, max_new_tokens=min(cfg.kept_max_new_tokens,
+                                                           cfg.max_new_tokens),
+                            batch_size=cfg.batch_size, max_length=job.max_length, log=log)
+        for v in variants:
+            summary[v].update(kept["summary"][v])
     pref_rows: list = []
     if pairs:
         if job.adapter and "base" not in pref_logps:      # the reference for implicit rewards
@@ -141,6 +151,7 @@ def run_eval(job: EvalJob, log=lambda s: None) -> dict:
         "reference_style": reference_style(refs),
         "voice_score": voice_score,
         "voice": voice,
+        "kept": kept and {k: x for k, x in kept.items() if k != "summary"},
         "perplexity": [{"where": r.where, **row} for r, row in zip(chat, ppl_rows)],
         "preference": pref_rows,
         "timing": {**timing, "total_s": time.perf_counter() - t_start},
