@@ -355,6 +355,10 @@ def iter_items(path, *, columns: dict[str, str] | None = None,
         if mlx_folder(p):
             raise DataError(f"{path}: is an mlx-lm data folder; give {p / 'train.jsonl'} (as "
                             "data.train the folder means train.jsonl, valid.jsonl as eval)")
+        found = [f"{s}.jsonl" for s in MLX_FILES if (p / f"{s}.jsonl").is_file()]
+        if found:
+            raise DataError(f"{path}: an mlx-lm data folder needs a train.jsonl (found "
+                            f"{', '.join(found)})")
         raise DataError(f"{path}: is a directory, not a file (nor a saved dataset or an mlx-lm "
                         "data folder)")
     if not p.exists() and is_hub_id(str(path)):

@@ -66,13 +66,18 @@ def _messages(obj, path: str) -> list:
 
 # ------------------------------------------------------------------------------------ Telegram
 
-def _tg_text(value) -> str:
+def _tg_text(value, where: str) -> str:
+    """A message's ``text``: a string, or a list of strings and entities ({"type", "text"})."""
+    if value is None:
+        return ""
+    ok = isinstance(value, str) or isinstance(value, list) and all(
+        isinstance(v, str) or isinstance(v, dict) and isinstance(v.get("text", ""), str)
+        for v in value)
+    need(ok, where, f"text: expected a string or a list of strings and entities, got "
+                    f"{type(value).__name__}")
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
-        return "".join(v if isinstance(v, str) else str(v.get("text", "")) for v in value
-                       if isinstance(v, (str, dict)))
-    return ""
+    return "".join(v if isinstance(v, str) else v.get("text", "") for v in value)
 
 
 def _tg_chat(chat: dict, path: str, drops: Drops, offset: int) -> tuple[Conversation, int]:
@@ -83,7 +88,7 @@ def _tg_chat(chat: dict, path: str, drops: Drops, offset: int) -> tuple[Conversa
         if m.get("type", "message") != "message":
             drops.add("service message", where)
             continue
-        text = clean(_tg_text(m.get("text")))
+        text = clean(_tg_text(m.get("text"), where))
         if not text:
             drops.add("media or empty message", where)
             continue

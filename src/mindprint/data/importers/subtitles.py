@@ -76,8 +76,15 @@ def parse_srt(path: str, drops: Drops) -> Imported:
     # srt does not keep line numbers: find each cue's timing line to name its place
     starts = {m.group(1): text.count("\n", 0, m.start()) + 1
               for m in re.finditer(r"^(\d+)\s*\n", text, re.M)}
-    cues = [(s.start.total_seconds(), s.content.split("\n"),
-             f"{path}:{starts.get(str(s.index), '?')}") for s in subs]
+    cues = []
+    for s in subs:
+        where = f"{path}:{starts.get(str(s.index), '?')}"
+        # srt reads a broken timing line leniently (the rest of it becomes "proprietary" and
+        # the cue swallows the cues after it): refuse what it could only have guessed
+        if s.end < s.start or "\n\n" in s.content.strip():
+            raise DataError(f"{where}: malformed cue {s.index}: its timing line does not read "
+                            "'00:00:01,000 --> 00:00:02,000', or a cue after it is broken")
+        cues.append((s.start.total_seconds(), s.content.split("\n"), where))
     return _assign(cues, path, drops)
 
 
