@@ -247,10 +247,14 @@ def test_own_words(body, mine):
     assert mail.own_words(body) == mine
 
 
-def test_html_to_text_drops_quotes_and_scripts():
+def test_html_to_text_marks_quotes_and_drops_scripts():
     html = ("<html><head><style>p{}</style></head><body><p>Hello&nbsp;there</p><div>Line two<br>"
-            "three</div><blockquote>old</blockquote><script>x()</script></body></html>")
-    assert mail.html_to_text(html).split() == ["Hello", "there", "Line", "two", "three"]
+            "three</div><blockquote>old<blockquote>older</blockquote></blockquote>"
+            "<script>x()</script></body></html>")
+    text = mail.html_to_text(html)
+    assert text == "Hello\u00a0there\n\nLine two\nthree\n\n> old\n>> older"   # &nbsp; kept
+    assert mail.own_words(text) == "Hello there\n\nLine two\nthree"      # quotes are not theirs
+    assert mail.quoted(text) == ("", "old")
 
 
 # ---------------------------------------------------------------------------------------- prose

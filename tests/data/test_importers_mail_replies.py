@@ -112,3 +112,25 @@ def test_own_paragraphs_survive_any_interleaving(own, quotes, quote_first):
         turn = not turn
     body = "\n\n".join(parts)
     assert mail.own_words(body) == "\n\n".join(own)
+
+
+def test_html_only_lone_reply_takes_its_question_from_the_blockquote(tmp_path):
+    """An HTML-only reply whose original is not in the import: the Gmail quote block is the
+    question (it used to be thrown away with the quote, and the reply dropped)."""
+    eml = tmp_path / "reply.eml"
+    eml.write_text(
+        "From: Lena Vogt <lena@vogt.example>\nTo: tim@brandt.example\nSubject: Re: Heute?\n"
+        "Date: Mon, 5 Feb 2024 18:20:00 +0100\nIn-Reply-To: <q1@brandt.example>\n"
+        "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n"
+        "<div dir=\"ltr\">Passt, ich komme um acht.<br>Bring den Würfelbecher mit!</div>"
+        "<div class=\"gmail_quote\"><div dir=\"ltr\" class=\"gmail_attr\">Am Mo., 5. Feb. 2024 "
+        "um 17:02 Uhr schrieb Tim Brandt &lt;tim@brandt.example&gt;:<br></div>"
+        "<blockquote class=\"gmail_quote\">Kommst du heute Abend zum Spieleabend?"
+        "<blockquote>alte Nachricht</blockquote></blockquote></div>\n", encoding="utf-8")
+    out, logs = tmp_path / "out.jsonl", []
+    import_sources([str(eml)], out, me=("Lena",), log=logs.append)
+    [row] = [json.loads(line)["messages"] for line in out.read_text().splitlines()]
+    assert [(m["role"], m["content"]) for m in row] == [
+        ("user", "Kommst du heute Abend zum Spieleabend?"),
+        ("assistant", "Passt, ich komme um acht.\nBring den Würfelbecher mit!")]
+    assert "question taken from the quoted text: 1" in logs

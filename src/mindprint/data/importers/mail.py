@@ -66,40 +66,61 @@ _SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|aw|fw|fwd|wg|sv|vs|tr|rv)\s*(?:\[\d+
 
 
 class _Text(HTMLParser):
-    """HTML → text: block tags break lines, scripts/styles and quoted blocks are left out."""
+    """HTML → (text, quote depth) chunks: block tags break lines, scripts and styles are left
+    out, ``<blockquote>`` raises the depth (its lines come out ``>``-quoted, as a plain-text
+    client writes them, so the same rules find the reply and the question)."""
 
     BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "ul", "ol"}
+    HIDDEN = ("script", "style", "head")
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
+        self.out: list[tuple[str, int]] = []
         self.skip = 0
+        self.quote = 0
 
     def handle_starttag(self, tag, attrs):
-        cls = dict(attrs).get("class") or ""
-        if tag in ("script", "style", "blockquote", "head") or "gmail_quote" in cls or \
-                (self.skip and tag == "div"):
+        if tag in self.HIDDEN:
             self.skip += 1
+        elif tag == "blockquote":
+            self.quote += 1
+            self.out.append(("\n", self.quote))
         elif tag in self.BLOCK:
-            self.out.append("\n")
+            self.out.append(("\n", self.quote))
 
     def handle_endtag(self, tag):
-        if self.skip and tag in ("script", "style", "blockquote", "head", "div"):
-            self.skip -= 1
+        if tag in self.HIDDEN:
+            self.skip = max(0, self.skip - 1)
+        elif tag == "blockquote":
+            self.quote = max(0, self.quote - 1)
+            self.out.append(("\n", self.quote))
         elif tag in self.BLOCK:
-            self.out.append("\n")
+            self.out.append(("\n", self.quote))
 
     def handle_data(self, data):
         if not self.skip:
-            self.out.append(data)
+            self.out.append((data, self.quote))
 
 
 def html_to_text(html: str) -> str:
+    """The text of an HTML body; quoted (``<blockquote>``) lines start with ``>`` per level."""
     p = _Text()
     p.feed(html)
     p.close()
-    text = unescape("".join(p.out))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.split("\n")))
+    lines: list[tuple[str, int]] = []
+    cur, depth = "", None        # a line is as deep as its first words
+    for chunk, d in p.out:
+        for k, part in enumerate(unescape(chunk).split("\n")):
+            if k:
+                lines.append((cur, depth or 0))
+                cur, depth = "", None
+            if part.strip() and depth is None:
+                depth = d
+            cur += part
+    lines.append((cur, depth or 0))
+    text = "\n".join(">" * d + " " + s.strip() if d and s.strip() else s.strip()
+                     for s, d in lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def _cut(line: str) -> bool:
