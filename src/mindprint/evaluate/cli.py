@@ -10,8 +10,9 @@ from ..outputs import adapter_dir
 
 
 def add_parsers(sub) -> None:
-    e = sub.add_parser("eval", help="voice fidelity, preference accuracy, perplexity and style, "
-                       "base vs tuned → report.json + report.html")
+    e = sub.add_parser("eval", help="voice match, content similarity, preference accuracy, "
+                       "perplexity, style and general ability kept, base vs tuned → report.json "
+                       "+ report.html")
     e.add_argument("config", nargs="?", help="a training config: its eval: block, model, data.eval "
                    "and output_dir/adapter are the defaults")
     e.add_argument("--adapter", help="adapter directory, or a run directory (its adapter/); "
