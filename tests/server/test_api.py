@@ -274,7 +274,7 @@ def test_reward_module_from_the_working_directory_is_refused(tmp_path, monkeypat
                                                  "grpo": {"rewards": ["evil_reward:score"]}}})
         assert r.status_code == 422 and "not an installed module" in r.json()["detail"]
         r = c.post("/api/runs", json={"config": {"data": {"train": [ds]}, "method": "grpo",
-                                                 "grpo": {"rewards": ["length", "json:loads"],
+                                                 "grpo": {"rewards": ["length", "yaml:safe_load"],
                                                           "reward_weights": [1, 0.5]}}})
         assert r.status_code == 201, r.text          # an installed module is fine
         assert r.json()["config"]["grpo"]["reward_weights"] == [1.0, 0.5]

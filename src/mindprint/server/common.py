@@ -20,9 +20,16 @@ from fastapi import HTTPException, Path as PathParam
 
 from ..runs import read_json_object
 from . import jobs as J
+from .engine import ChatEngine
 from .store import ACTIVE, ID_PATTERN, Store
 
 Id = Annotated[str, PathParam(pattern=ID_PATTERN, description="an id such as r-0123456789ab")]
+# ids by kind: a path parameter of one kind never matches another's (a run page given a dataset
+# id, or a path smuggled into an id, is refused before any lookup)
+RunId = Annotated[str, PathParam(pattern=r"^r-[0-9a-f]{12}$", description="a run id, r-…")]
+DatasetId = Annotated[str, PathParam(pattern=r"^d-[0-9a-f]{12}$", description="a dataset id, d-…")]
+EvalId = Annotated[str, PathParam(pattern=r"^[ec]-[0-9a-f]{12}$",
+                                  description="an eval (e-…) or compare (c-…) job id")]
 RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
@@ -36,6 +43,10 @@ class Context:
     token: str | None
     max_upload_bytes: int
     cors_origins: list[str] = field(default_factory=list)
+    engine: ChatEngine | None = None                       # answers /v1 (see .engine)
+    adapters: dict[str, str] = field(default_factory=dict)  # --adapter NAME=PATH
+    rewards: list[str] = field(default_factory=list)        # --reward module:function
+    loopback: bool = True                                   # bound to this machine only
 
 
 # -- lookups (404) -------------------------------------------------------------------------------

@@ -118,6 +118,15 @@ class Store:
             rows = self._db.execute("SELECT * FROM datasets ORDER BY created_at DESC").fetchall()
         return [self._row(r) for r in rows]
 
+    def update_dataset(self, ds_id: str, **values) -> dict | None:
+        if values:
+            values = {k: json.dumps(v) if k in _JSON_COLS else v for k, v in values.items()}
+            sets = ", ".join(f"{k} = ?" for k in values)
+            with self._lock:
+                self._db.execute(f"UPDATE datasets SET {sets} WHERE id = ?",
+                                 [*values.values(), ds_id])
+        return self.get_dataset(ds_id)
+
     def delete_dataset(self, ds_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM datasets WHERE id = ?", (ds_id,))

@@ -23,7 +23,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from ...data.sources import FILE_SUFFIXES
 from ...data.validate import validate_file
 from ...errors import DataError
-from ..common import Context, Id, dataset
+from ..common import RESUMABLE, Context, DatasetId, dataset
 from ..security import api_error
 from ..store import ACTIVE, new_id
 
@@ -96,15 +96,20 @@ def router(ctx: Context) -> APIRouter:
         return [dataset_out(d) for d in store.list_datasets()]
 
     @r.get("/api/datasets/{ds_id}")
-    def get_dataset(ds_id: Id):
+    def get_dataset(ds_id: DatasetId):
         return dataset_out(dataset(store, ds_id))
 
     @r.get("/api/datasets/{ds_id}/preview")
-    def preview_dataset(ds_id: Id, limit: int = Query(20, ge=1, le=500)):
+    def preview_dataset(ds_id: DatasetId, limit: int = Query(20, ge=1, le=500)):
         """The first ``limit`` lines, parsed (a line that is not JSON is shown as text)."""
         d = dataset(store, ds_id)
         rows = []
-        with open(d["path"], "rb") as f:
+        try:
+            f = open(d["path"], "rb")
+        except OSError:
+            raise HTTPException(404, f"dataset {ds_id} ({d['name']}): its file is gone from the "
+                                "workspace; delete the dataset and upload the file again") from None
+        with f:
             for i, raw in enumerate(f, 1):
                 if len(rows) >= limit:
                     break
@@ -118,12 +123,16 @@ def router(ctx: Context) -> APIRouter:
         return {"id": ds_id, "name": d["name"], "rows": rows}
 
     @r.delete("/api/datasets/{ds_id}", status_code=204)
-    def delete_dataset(ds_id: Id):
+    def delete_dataset(ds_id: DatasetId):
         d = dataset(store, ds_id)
-        for job in store.list_jobs(status=ACTIVE):
+        for job in store.list_jobs(status=ACTIVE + RESUMABLE):
+            if job["status"] in RESUMABLE and job["kind"] != "train":
+                continue            # a finished eval reads nothing again; a run may resume
             if d["path"] in json.dumps(job["config"]):
+                how = ("cancel it first" if job["status"] in ACTIVE
+                       else "it can still be resumed; delete the run first")
                 raise HTTPException(409, f"dataset {ds_id} is used by {job['kind']} job "
-                                    f"{job['id']} ({job['status']})")
+                                    f"{job['id']} ({job['status']}): {how}")
         shutil.rmtree(Path(d["path"]).parent, ignore_errors=True)
         store.delete_dataset(ds_id)
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from ...outputs import current_keys
 from .. import jobs as J
-from ..common import (Context, Id, cancel, dataset, delete_job, job, job_file, job_out, log_tail,
-                      requeue)
+from ..common import (Context, EvalId, cancel, dataset, delete_job, job, job_file, job_out,
+                      log_tail, requeue)
 from ..security import REPORT_HEADERS
 from ..store import ID_PATTERN, Store, new_id
 
@@ -98,43 +98,43 @@ def router(ctx: Context) -> APIRouter:
         return [job_out(j, brief=True) for j in out]
 
     @r.get("/api/evals/{job_id}", tags=["evals"])
-    def get_eval(job_id: Id):
+    def get_eval(job_id: EvalId):
         return job_out(job(store, job_id, KINDS))
 
     @r.get("/api/evals/{job_id}/report", tags=["artefacts"])
-    def eval_report(job_id: Id):
+    def eval_report(job_id: EvalId):
         """report.json of an eval job (every number and every sample)."""
         p = job_file(job(store, job_id, "eval"), "eval/report.json", "report")
         return JSONResponse(current_keys(json.loads(p.read_text(encoding="utf-8"))))
 
     @r.get("/api/evals/{job_id}/report.html", tags=["artefacts"], response_class=HTMLResponse)
-    def eval_report_html(job_id: Id):
+    def eval_report_html(job_id: EvalId):
         row = job(store, job_id, KINDS)
         rel = "eval/report.html" if row["kind"] == "eval" else "compare/compare.html"
         p = job_file(row, rel, "report")
         return FileResponse(p, media_type="text/html", headers=REPORT_HEADERS)
 
     @r.get("/api/evals/{job_id}/compare", tags=["artefacts"])
-    def compare_result(job_id: Id):
+    def compare_result(job_id: EvalId):
         """The compare job's answers (compare.md) as text."""
         p = job_file(job(store, job_id, "compare"), "compare/compare.md", "result")
         return PlainTextResponse(p.read_text(encoding="utf-8"))
 
     @r.get("/api/evals/{job_id}/log", tags=["evals"], response_class=PlainTextResponse)
-    def eval_log(job_id: Id, tail: int = Query(200, ge=1, le=10000)):
+    def eval_log(job_id: EvalId, tail: int = Query(200, ge=1, le=10000)):
         return log_tail(job(store, job_id, KINDS), tail)
 
     @r.post("/api/evals/{job_id}/cancel", tags=["evals"])
-    def cancel_eval(job_id: Id):
+    def cancel_eval(job_id: EvalId):
         return job_out(cancel(ctx, job(store, job_id, KINDS), job_id))
 
     @r.post("/api/evals/{job_id}/resume", tags=["evals"])
-    def rerun_eval(job_id: Id):
+    def rerun_eval(job_id: EvalId):
         """Run an interrupted, cancelled or failed eval/compare job again."""
         return job_out(requeue(store, job(store, job_id, KINDS)))
 
     @r.delete("/api/evals/{job_id}", status_code=204, tags=["evals"])
-    def delete_eval(job_id: Id):
+    def delete_eval(job_id: EvalId):
         delete_job(store, job(store, job_id, KINDS), ws)
 
     return r

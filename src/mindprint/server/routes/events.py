@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from .. import jobs as J
-from ..common import Context, Id, job, job_out, read_rows
+from ..common import Context, RunId, job, job_out, read_rows
 from ..security import STREAM_HEADERS
 from ..store import TERMINAL, Store
 
@@ -28,7 +28,7 @@ def router(ctx: Context) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/runs/{run_id}/events", tags=["metrics"])
-    async def run_events(request: Request, run_id: Id):
+    async def run_events(request: Request, run_id: RunId):
         """Server-Sent Events: ``metrics`` (new rows of metrics.jsonl, a JSON list), ``status``
         (the run, when its status changes), ``reset`` (metrics rewritten by a resume: start over),
         ``end`` (the run finished; the stream closes). EventSource sends ``?token=``."""

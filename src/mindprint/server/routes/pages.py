@@ -8,8 +8,8 @@ import types
 import typing
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -18,7 +18,7 @@ from ... import config as C
 from ...data.sources import FILE_SUFFIXES
 from ...reward_names import BUILTINS
 from ..common import Context
-from ..security import NO_STORE
+from ..security import NO_STORE, TOKEN_COOKIE, token_ok
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -31,7 +31,14 @@ def router(ctx: Context) -> APIRouter:
     r = APIRouter()
 
     @r.get("/", include_in_schema=False)
-    def index():
+    def index(request: Request):
+        """The page; opened with a valid ``?token=`` it sets the token cookie and redirects to
+        the address without the token (the fragment, ``#/run/…``, is kept by the browser)."""
+        given = request.query_params.get("token")
+        if given and token_ok(given, ctx.token):
+            resp = RedirectResponse("/", status_code=303, headers=NO_STORE)
+            resp.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict", path="/")
+            return resp
         return FileResponse(STATIC / "index.html", headers=NO_STORE)
 
     @r.get("/docs", include_in_schema=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import typing
 import shutil
 import tempfile
 import time
@@ -22,13 +23,15 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ... import config as C
-from ...errors import ConfigError
+from ...errors import ConfigError, ModelError
+from ...models import preflight, resolve
 from ...runs import Run, config_differences, metric_rows
 from .. import jobs as J
-from ..common import (Context, Id, cancel, delete_job, job, job_out, log_tail, read_rows,
+from ..common import (Context, RunId, cancel, delete_job, job, job_out, log_tail, read_rows,
                       requeue)
+from ..reward_check import reward_problems
 from ..security import api_error
-from ..store import ID_PATTERN, Store, new_id
+from ..store import ID_PATTERN, new_id
 from .evals import latest_eval
 
 # config keys whose values are files: in the web UI they name datasets of the workspace
@@ -53,8 +56,8 @@ def router(ctx: Context) -> APIRouter:
         """Queue a training run. The config is validated by the CLI's schema: a mistake gives 422
         with the CLI's message (unknown keys with a did-you-mean, out-of-range values)."""
         try:
-            cfg = validate_run_config(req, store, ws)
-        except ConfigError as e:
+            cfg = validate_run_config(req, ctx)
+        except (ConfigError, ModelError) as e:
             return api_error(422, str(e), errors=str(e).splitlines())
         run_id = new_id("r")
         d = J.job_dir(ws, run_id)
@@ -70,42 +73,42 @@ def router(ctx: Context) -> APIRouter:
         return [job_out(j, brief=True) for j in store.list_jobs(kind="train")]
 
     @r.get("/api/runs/{run_id}", tags=["runs"])
-    def get_run(run_id: Id):
+    def get_run(run_id: RunId):
         return job_out(job(store, run_id, "train"))
 
     @r.post("/api/runs/{run_id}/cancel", tags=["runs"])
-    def cancel_run(run_id: Id):
+    def cancel_run(run_id: RunId):
         """Stop a run: it finishes its step, saves a checkpoint and can be resumed."""
         return job_out(cancel(ctx, job(store, run_id, "train"), f"run {run_id}"))
 
     @r.post("/api/runs/{run_id}/resume", tags=["runs"])
-    def resume_run(run_id: Id):
+    def resume_run(run_id: RunId):
         """Queue an interrupted, cancelled or failed run again; it continues from its last
         checkpoint (or starts over when it never saved one)."""
         return job_out(requeue(store, job(store, run_id, "train")))
 
     @r.delete("/api/runs/{run_id}", status_code=204, tags=["runs"])
-    def delete_run(run_id: Id):
+    def delete_run(run_id: RunId):
         delete_job(store, job(store, run_id, "train"), ws)
 
     @r.get("/api/runs/{run_id}/metrics", tags=["metrics"])
-    def run_metrics(run_id: Id):
+    def run_metrics(run_id: RunId):
         """Every row of the run's metrics.jsonl so far."""
         rows, _ = read_rows(J.run_dir(job(store, run_id, "train")) / "metrics.jsonl", 0)
         return rows
 
     @r.get("/api/runs/{run_id}/log", response_class=PlainTextResponse, tags=["runs"])
-    def run_log(run_id: Id, tail: int = Query(200, ge=1, le=10000)):
+    def run_log(run_id: RunId, tail: int = Query(200, ge=1, le=10000)):
         return log_tail(job(store, run_id), tail)
 
     @r.get("/api/runs/{run_id}/samples", tags=["runs"])
-    def run_samples(run_id: Id, limit: int = Query(50, ge=1, le=1000)):
+    def run_samples(run_id: RunId, limit: int = Query(50, ge=1, le=1000)):
         """Sampled completions a GRPO run wrote to samples.jsonl (newest last)."""
         rows, _ = read_rows(J.run_dir(job(store, run_id, "train")) / "samples.jsonl", 0)
         return rows[-limit:]
 
     @r.get("/api/runs/{run_id}/adapter.zip", tags=["artefacts"])
-    def download_adapter(run_id: Id):
+    def download_adapter(run_id: RunId):
         """The final adapter (PEFT format, with mindprint.json) as a zip file."""
         row = job(store, run_id, "train")
         adapter = J.run_dir(row) / "adapter"
@@ -139,10 +142,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "run"
 
 
-def validate_run_config(req: RunRequest, store: Store, ws: Path):
-    """The request's config through the CLI's schema (same messages), then server rules: data
-    files are datasets of this workspace, the backend is installed, reward functions are
-    built-ins or installed modules. Raises ConfigError."""
+def validate_run_config(req: RunRequest, ctx: Context):
+    """The request's config through the CLI's schema (same messages) and the CLI's model check
+    (:func:`check_model`), then server rules: data files are datasets of this workspace, the
+    backend is installed, reward functions pass :mod:`..reward_check` (nothing is imported).
+    Numbers are strict (:func:`strict_numbers`): JSON has types YAML text does not. Raises
+    ConfigError (or ModelError for the model)."""
+    store, ws = ctx.store, ctx.ws
     if (req.config is None) == (req.config_yaml is None):
         raise ConfigError("config: send either 'config' (a mapping) or 'config_yaml' (text)")
     raw = req.config
@@ -160,7 +166,9 @@ def validate_run_config(req: RunRequest, store: Store, ws: Path):
         for key, value in C.parse_overrides(req.overrides):
             C.set_key(raw, key, value, f"--set {key}")
         raw.pop("output_dir", None)      # the server chooses: WORKSPACE/jobs/<id>/run
+        strict_numbers(raw)
     cfg = C.from_dict(raw, "config")
+    check_model(cfg.model.name)
     if cfg.curriculum is not None:
         raise ConfigError("curriculum: not available in the web UI yet; run it with "
                           "mindprint train CONFIG")
@@ -180,28 +188,59 @@ def validate_run_config(req: RunRequest, store: Store, ws: Path):
     if importlib.util.find_spec(cfg.backend) is None:
         problems.append(f"config: backend: '{cfg.backend}' is not installed on this server")
     if cfg.method == "grpo":
-        for name in cfg.grpo.rewards:
-            if ":" in name:
-                problems.extend(_check_reward_module(name, ws))
+        problems.extend(reward_problems(list(cfg.grpo.rewards), loopback=ctx.loopback,
+                                        allowed=ctx.rewards,
+                                        forbidden_dirs=[ws, Path.cwd()]))
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg
 
 
-def _check_reward_module(name: str, ws: Path) -> list[str]:
-    """A "module:function" reward must come from an installed module, never from the workspace
-    (whose files arrive by upload) or the server's working directory."""
-    mod = name.partition(":")[0]
-    try:
-        spec = importlib.util.find_spec(mod)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        return [f"config: grpo.rewards: module '{mod}' (reward '{name}') is not installed on this "
-                "server; the web UI runs only built-in rewards and installed modules"]
-    origin = Path(spec.origin).resolve()
-    for forbidden in (ws, Path.cwd().resolve()):
-        if origin.is_relative_to(forbidden):
-            return [f"config: grpo.rewards: module '{mod}' is a file in {forbidden}, not an "
-                    "installed module; install it (pip install) to use it from the web UI"]
-    return []
+def check_model(spec: str) -> None:
+    """The model checks ``mindprint train`` makes before loading anything (:func:`preflight`:
+    empty, unknown, an uncached hub id), plus a directory that is no model (``model: /etc``),
+    which ``resolve`` names without loading or converting anything (a directory holding a .gguf
+    is left to the run: converting it is the run's work). Raises ModelError."""
+    preflight(spec)
+    p = Path(str(spec).strip()).expanduser()
+    if p.is_dir() and not any(p.glob("*.gguf")):
+        resolve(str(spec))
+
+
+def _int_keys(model, prefix: str = "") -> dict[str, type]:
+    """Dotted config keys whose values are numbers, with the number type (int or float)."""
+    out = {}
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_int_keys(ann, prefix + name + "."))
+            continue
+        kinds = {a for a in (typing.get_args(ann) or (ann,)) if a in (int, float)}
+        if kinds and bool not in typing.get_args(ann) and ann is not bool:
+            out[prefix + (f.alias or name)] = int if kinds == {int} else float
+    return out
+
+
+def strict_numbers(raw: dict) -> None:
+    """Refuse a JSON ``true`` where the schema wants a number and a fractional or float-written
+    number where it wants a whole one (``max_steps: 1e15``): the schema's lax parsing would turn
+    them into 1 and 10**15, where the same text in a YAML file fails with the CLI's message."""
+    numeric = _int_keys(C.Config)
+    problems = []
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = prefix + str(k)
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            elif key in numeric:
+                if isinstance(v, bool):
+                    problems.append(f"config: {key}: Input should be a valid number, not a "
+                                    f"boolean (got {str(v).lower()})")
+                elif numeric[key] is int and isinstance(v, float):
+                    problems.append(f"config: {key}: Input should be a valid integer, written "
+                                    f"without a decimal point or exponent (got {v!r})")
+
+    walk(raw, "")
+    if problems:
+        raise ConfigError("\n".join(problems))
