@@ -1,12 +1,16 @@
-"""Hand-derived values for orpo_loss (arithmetic in the comments)."""
+"""Hand-derived values for orpo_loss and the method's two ``orpo.nll`` modes (arithmetic in the comments)."""
 
 import math
 
 import pytest
 import torch
 
+from mindprint.config import from_dict
+from mindprint.errors import ConfigError
 from mindprint.losses import xp as xp_mod
 from mindprint.losses.orpo import orpo_loss
+from mindprint.methods.groups import Group, Norm
+from mindprint.methods.pairwise import OBJECTIVES, PairMethod, _chosen_rows
 
 xp = xp_mod.get("torch")
 
@@ -67,3 +71,49 @@ def test_orpo_log1mexp_stable_near_zero():
     assert m["log_odds_ratio"].item() == pytest.approx(15.670097, abs=1e-3)
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(sc.grad).all()
+
+
+# ---------------------------------------------------------------- orpo.nll: the method's two NLL modes
+def _orpo_cfg(nll: str, lam: float = 0.1):
+    return from_dict({"method": "orpo", "data": {"train": "pairs.jsonl"},
+                      "orpo": {"lam": lam, "nll": nll}})
+
+
+def _two_pairs():
+    """Pair 1: prompt 3 tokens, chosen 2, rejected 3; pair 2: prompt 1 token, chosen 3, rejected 3."""
+    return [Group([1, 2, 3], [[4, 5], [6, 7, 8]], [[1, 1], [1, 1, 1]], [True, False]),
+            Group([9], [[10, 11, 12], [13, 14, 15]], [[1, 1, 1], [1, 1, 1]], [True, False])]
+
+
+@pytest.mark.parametrize("nll", ["answer", "prompt_and_answer"])
+def test_orpo_nll_modes_through_the_method(nll):
+    # answer sums: S_c = [−2, −3] over L_c = [2, 3] → a_c = [−1, −1];  S_r = [−6, −3], L_r = [3, 3]
+    # → a_r = [−2, −1];  ℓ = [1.313262, 0], log σ(ℓ) = [−0.238183, −0.693147], mean −0.465665
+    # answer:            NLL = Σ answer NLL / Σ answer tokens = 5/5 = 1.0
+    # prompt_and_answer: the chosen rows score every token after the first: 3+2−1 = 4 and 1+3−1 = 3,
+    #                    summed log-probs [−5, −4] → NLL = 9/7 = 1.285714
+    # loss (mean over the step's 2 pairs) = NLL + 0.1·0.465665
+    cfg = _orpo_cfg(nll)
+    method = PairMethod(cfg)
+    groups = _two_pairs()
+    norm = method.weight(groups)
+    full = nll == "prompt_and_answer"
+    assert norm == Norm(2.0, 7.0 if full else 5.0)
+    seqs, masks = _chosen_rows(groups)
+    assert seqs == [[1, 2, 3, 4, 5], [9, 10, 11, 12]]
+    assert masks == [[0, 1, 1, 1, 1], [0, 1, 1, 1]]
+    objective, needs_ref = OBJECTIVES["orpo"]
+    assert not needs_ref
+    extra = {"full": t(-5.0, -4.0)} if full else {}
+    loss, _ = objective(cfg, t(-2.0, -3.0), t(-6.0, -3.0), None, None, t(2.0, 3.0), t(3.0, 3.0),
+                        norm, xp, **extra)
+    nll_value = 9.0 / 7.0 if full else 1.0
+    assert (loss.sum() / norm.items).item() == pytest.approx(nll_value + 0.1 * 0.4656650, abs=1e-6)
+
+
+def test_orpo_nll_is_validated():
+    assert _orpo_cfg("answer").orpo.nll == "answer"
+    with pytest.raises(ConfigError, match=r"orpo\.nll.*'answer' or 'prompt_and_answer'.*'prompt'"):
+        _orpo_cfg("prompt")
+    with pytest.raises(ConfigError, match=r"unknown key 'orpo\.nl'; did you mean 'orpo\.nll'"):
+        from_dict({"method": "orpo", "data": {"train": "p.jsonl"}, "orpo": {"nl": "answer"}})

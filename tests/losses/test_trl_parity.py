@@ -232,6 +232,9 @@ def _sum_logps(logits, labels):
 
 
 def test_orpo_matches_trl():
+    """``orpo.nll: prompt_and_answer`` (TRL's NLL over the chosen row's prompt and answer tokens);
+    the default ``answer`` NLL is a deliberate deviation, checked by hand in test_orpo_values.py and
+    against TRL's trainer in tests/parity/test_trl_trainer_parity.py."""
     gen = torch.Generator().manual_seed(3)
     b, lam = 5, 0.25
     batch, ids, att, lab, logits = _pair_batch(gen, b)

@@ -6,9 +6,10 @@ With completion log-prob sums S and token counts L, the per-token averages a = S
     ℓ           = log-odds(yc) − log-odds(yr) = (a_c − a_r) − (log1p(−e^{a_c}) − log1p(−e^{a_r}))
     loss        = NLL(chosen) − λ·log σ(ℓ)
 
-NLL term, two modes:
+NLL term, two modes (the method passes ``nll_sum``/``nll_tokens`` always, over the tokens ``orpo.nll``
+names: the chosen answer's, or the chosen row's prompt and answer as TRL does; methods/pairwise.py):
   * default: per-example mean over the chosen completion's tokens, nll_b = −a_c.
-  * TRL parity: pass ``nll_sum`` (per-example summed −log p over the tokens the NLL should cover) and
+  * token-weighted (TRL's batch semantics): pass ``nll_sum`` (per-example summed −log p over the tokens the NLL should cover) and
     ``nll_tokens`` (their counts). The NLL is then token-weighted over the batch, nll_b = B·nll_sum_b / Σ nll_tokens,
     so mean_b(loss_b) = Σ nll_sum / Σ nll_tokens − λ·mean_b log σ(ℓ_b), which is TRL 1.16's ORPO objective.
     TRL computes that NLL with a plain cross-entropy over the chosen sequence's *prompt and completion* tokens
