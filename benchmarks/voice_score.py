@@ -101,7 +101,9 @@ def evaluate(kind, person, other, generic, by_topic, bg, others=None):
     s_p, s_o, s_g = [], [], []
     s_all = {m: [] for m in others or {}}
     for tr, te in KFold(5, shuffle=True, random_state=0).split(person):
-        m = make(kind).fit([person[i] for i in tr] + bg, [1] * len(tr) + [0] * len(bg))
+        mine = [person[i] for i in tr]
+        neg = V.length_matched(mine, bg) if LENGTH_MATCH else bg       # as VoiceVerifier.fit
+        m = make(kind).fit(mine + neg, [1] * len(tr) + [0] * len(neg))
         s_p += list(m.predict([person[i] for i in te]))
         s_o.append(m.predict(other))
         s_g.append(m.predict(generic))
@@ -116,12 +118,14 @@ def evaluate(kind, person, other, generic, by_topic, bg, others=None):
     topics = list(by_topic)
     if topics and by_topic and len(topics) == 2:
         a, b = topics
-        m = make(kind).fit(by_topic[a] + bg, [1] * len(by_topic[a]) + [0] * len(bg))
+        neg = V.length_matched(by_topic[a], bg) if LENGTH_MATCH else bg
+        m = make(kind).fit(by_topic[a] + neg, [1] * len(by_topic[a]) + [0] * len(neg))
         row["topic_sway"] = auc(m.predict(by_topic[b]), m.predict(other_topic(a)))
     return row
 
 
 OTHER_TOPIC: dict = {}
+LENGTH_MATCH = True
 
 
 def other_topic(t):
@@ -133,7 +137,11 @@ def main():
     ap.add_argument("--minilm", action="store_true", help="also the MiniLM content baseline")
     ap.add_argument("--kind", choices=list(V.FEATURE_SETS) + ["delta"],
                     help="only this feature set (default: all)")
+    ap.add_argument("--no-length-match", action="store_true", help="fit on the whole background "
+                    "(before: background texts far shorter than the person's were kept)")
     args = ap.parse_args()
+    global LENGTH_MATCH
+    LENGTH_MATCH = not args.no_length_match
     bg = V.background_texts()
     kinds = list(V.FEATURE_SETS) + ["delta"]
     rows = {}

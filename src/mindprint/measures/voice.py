@@ -18,7 +18,8 @@ benchmarks/RESULTS.md ("Voice score") has the measurements behind these choices:
 n-grams + dense features beat raw char n-grams on the topic-sway check, and logistic
 regression beat Cosine Delta on held-out AUC. scikit-learn (the ``eval`` extra) supplies the
 vectorizer, scaler, classifier and folds: a well-kept library, and a fit takes about a second
-on a few hundred texts.
+on a few hundred texts. Background texts far shorter than the person's answers are left out of
+a fit (:func:`length_matched`): against them the classifier learns length, not voice.
 
 Numbers:
 
@@ -51,6 +52,11 @@ MIN_PERSON = 8          # fewer of the person's texts than this cannot train a v
 FEW_PERSON = 40         # below this the held-out AUC is uncertain: say so
 MAX_PERSON = 2000       # more of the person's texts are sampled down (seeded) to keep fits fast
 CURVE = (0.25, 0.5, 1.0)
+# background texts shorter than this share of the person's median answer (in words) are left out
+# of the fit: "Need it by Friday." against 30-word answers teaches length, not voice (RESULTS.md:
+# 9 -> 6 of 30 persona pairs below AUC 0.9); if that would leave under half the background, all
+# of it is kept (a person who writes two words a time is judged against short texts too)
+BG_MIN_SHARE = 0.25
 DENSE_WEIGHT = 0.05      # RESULTS.md: 0.05 measured best of 0.05–1
 C = 0.3                  # inverse regularization; 0.3 measured best of 0.3–100
 FEATURE_SETS = ("masked+dense", "masked", "raw", "raw+dense", "dense")
@@ -104,7 +110,8 @@ class VoiceVerifier:
         if given > MAX_PERSON:
             keep = np.sort(np.random.default_rng(0).permutation(given)[:MAX_PERSON])
             person = [person[i] for i in keep]
-        bg = list(background_texts() if background is None else background) + list(extra_background)
+        bg = length_matched(person, list(background_texts() if background is None else background)
+                            + list(extra_background))
         texts, y = person + bg, np.array([1] * len(person) + [0] * len(bg))
         feats = _features(features).fit(texts)
         # Platt scaling on out-of-fold decision values, both classes weighted equally: the
@@ -137,6 +144,18 @@ class VoiceVerifier:
         res["sampled"] = (f"fitted on a seeded sample of {len(self.person)} of the person's "
                           f"{self.given} texts (speed)") if self.given > len(self.person) else None
         return res
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def length_matched(person: list[str], background: list[str]) -> list[str]:
+    """``background`` without texts under :data:`BG_MIN_SHARE` of the person's median length
+    (all of it when that would drop half or more)."""
+    low = BG_MIN_SHARE * float(np.median([_words(t) for t in person]))
+    kept = [t for t in background if _words(t) >= low]
+    return kept if 2 * len(kept) > len(background) else list(background)
 
 
 def held_out_auc(person: list[str], background: list[str], *, features: str = "masked+dense",
