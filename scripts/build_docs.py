@@ -24,7 +24,8 @@ MODULES = ["mindprint", "mindprint.api", r"!mindprint\.(?!api\b)"]
 def build(out: Path) -> Path:
     for name in mindprint.__all__:
         getattr(mindprint, name)
-    pdoc.render.configure(docformat="restructuredtext", footer_text=f"mindprint {mindprint.__version__}")
+    pdoc.render.configure(docformat="restructuredtext",
+                          footer_text=f"mindprint {mindprint.__version__}")
     pdoc.pdoc(*MODULES, output_directory=out)
     return out
 

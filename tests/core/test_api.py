@@ -21,7 +21,8 @@ from mindprint.errors import ConfigError, DataError, MindprintError
 # -- the package ---------------------------------------------------------------------------------
 def test_import_is_light_and_every_public_name_resolves():
     code = ("import sys, mindprint\n"
-            "heavy = [m for m in ('torch', 'transformers', 'mlx.core', 'sklearn') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'transformers', 'mlx.core', 'sklearn')\n"
+            "         if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "import mindprint.evaluate.runner, mindprint.export.adapters\n"   # the subpackages
             "assert callable(mindprint.evaluate) and callable(mindprint.export)\n"
@@ -72,6 +73,13 @@ def test_load_config_takes_a_dict_a_file_or_a_config_with_keyword_overrides(tmp_
     assert (cfg.method, cfg.train.lr, cfg.train.max_steps) == ("dpo", 3e-4, 7)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.model.name) == (4, 8, "tiny/dir")
     assert raw["train"]["lr"] == 1e-4                   # the caller's dict is not changed
+    # a section's dict is merged into it (the file's other keys stay); a dict-valued key is set
+    merged = mindprint.load_config({**raw, "model": {"name": "a", "dtype": "float32"}},
+                                   train={"seed": 11}, data={"columns": {"prompt": "q"}},
+                                   model="b")
+    assert (merged.model.name, merged.model.dtype) == ("b", "float32")
+    assert (merged.train.seed, merged.train.lr, merged.train.max_steps) == (11, 1e-4, 7)
+    assert merged.data.columns == {"prompt": "q"} and merged.data.train == ["pairs.jsonl"]
     again = mindprint.load_config(cfg, train__max_steps=9)
     assert (again.train.max_steps, cfg.train.max_steps, again.method) == (9, 7, "dpo")
     (tmp_path / "data").mkdir()
@@ -136,8 +144,8 @@ def test_load_generates_from_strings_and_chats(tiny_run):
     one = model.generate("Tell me about the harbour.", max_new_tokens=4)
     many = model.generate(["Tell me about the harbour.", [{"role": "user", "content": "Hi"}]],
                           max_new_tokens=4)
-    assert isinstance(one, str) and isinstance(many, list) and len(many) == 2
-    assert many[0] == one                                # greedy: the same prompt, the same answer
+    assert isinstance(one, str) and len(many) == 2 and all(isinstance(a, str) for a in many)
+    assert model.generate("Tell me about the harbour.", max_new_tokens=4) == one    # greedy
     with pytest.raises(MindprintError, match="must end with a user message"):
         model.generate([[{"role": "assistant", "content": "x"}]])
 
@@ -152,7 +160,7 @@ def test_evaluate_writes_the_report_of_the_run(tiny_run, tmp_path):
     assert (tmp_path / "ev" / "report.json").exists() and report["out"] == str(tmp_path / "ev")
 
 
-def test_export_converts_the_adapter_to_mlx_and_back(tiny_run, tmp_path):
+def test_export_converts_to_mlx_and_back_and_merges(tiny_run, tmp_path):
     from safetensors.numpy import load_file
 
     run, _, _ = tiny_run
@@ -163,6 +171,10 @@ def test_export_converts_the_adapter_to_mlx_and_back(tiny_run, tmp_path):
     a = load_file(str(run.adapter / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "peft" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    merged = mindprint.export(run, tmp_path / "merged", to="merged", device="cpu", log=None)
+    check = merged["checks"]["merge"]
+    assert check["max_abs_diff"] <= check["tolerance"]
+    assert (tmp_path / "merged" / "config.json").exists()
     with pytest.raises(MindprintError, match="exists"):
         mindprint.export(run, tmp_path / "mlx", to="mlx")
     with pytest.raises(MindprintError, match="choose one of merged, gguf, peft, mlx"):
@@ -200,6 +212,9 @@ def test_datasets_validate_split_mix_and_stats(tmp_path, tiny_model_dir):
     mindprint.datasets.mix([f"{sp.train_out}:2", str(sp.eval_out)], tmp_path / "m.jsonl",
                            log=lambda s: None)
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 14
+    conv = mindprint.datasets.convert(good, tmp_path / "p.jsonl", to="prompt", log=lambda s: None)
+    back = mindprint.datasets.validate(conv.output)
+    assert (back.format, back.valid, back.invalid) == ("prompt", 8, 0)
     st = mindprint.datasets.stats(good, model=tiny_model_dir, max_length=12, log=lambda s: None)
     assert st.records == 8 and st.truncated + st.dropped > 0
 

@@ -33,7 +33,8 @@ class Model:
         self.adapter = adapter
 
     def __repr__(self) -> str:
-        return f"Model(base={self.model_ref.spec!r}, adapter={str(self.adapter) if self.adapter else None!r})"
+        adapter = str(self.adapter) if self.adapter else None
+        return f"Model(base={self.model_ref.spec!r}, adapter={adapter!r})"
 
     def generate(self, prompts: Prompt | Sequence[Prompt], *, system: str | None = None,
                  max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,

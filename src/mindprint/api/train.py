@@ -1,4 +1,5 @@
-"""``mindprint.train``: a config (object, dict or YAML file) and keyword overrides → a :class:`Run`.
+"""``mindprint.train``: a config (object, dict or YAML file) and keyword overrides → a
+:class:`~mindprint.runs.Run`.
 
 Overrides are config keys as keyword arguments, applied after the file and the ``MINDPRINT_*``
 environment variables, exactly like ``mindprint train --set``:
@@ -37,16 +38,17 @@ from ..training import run_training
 ConfigLike = Union[C.Config, Mapping[str, Any], str, os.PathLike, None]
 
 
-def override_pairs(overrides: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """``(dotted key, value)`` pairs from keyword overrides (see the module docstring)."""
+def override_pairs(overrides: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` pairs from keyword overrides (see the module docstring): a dict
+    given for a section (a key with keys under it) sets each of its keys, merged into the
+    section; a dict for a dict-valued key (``data.columns``) is that key's value."""
     pairs: list[tuple[str, Any]] = []
     for name, value in overrides.items():
-        key = name.replace("__", ".")
-        if isinstance(value, Mapping) and key not in C.ALL_KEYS:
-            pairs += [(f"{key}.{sub}", v) for sub, v in
-                      (override_pairs(value) if value else [])]
-        elif key not in C.ALL_KEYS and f"{key}.name" in C.ALL_KEYS:
-            pairs.append((f"{key}.name", value))          # model="spec"
+        key = prefix + name.replace("__", ".")
+        if isinstance(value, Mapping) and any(k.startswith(key + ".") for k in C.ALL_KEYS):
+            pairs += override_pairs(value, key + ".")
+        elif f"{key}.name" in C.ALL_KEYS:
+            pairs.append((f"{key}.name", value))          # model="spec": the section's name
         else:
             pairs.append((key, value))
     return pairs
