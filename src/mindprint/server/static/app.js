@@ -1,5 +1,6 @@
 // Mindprint web UI: plain ES modules, no build step. Pages are routed on location.hash.
 import { LineChart, COLORS } from './chart.js';
+import { pageChat } from './chat.js';
 
 // -- token and API ------------------------------------------------------------------------------
 const params = new URLSearchParams(location.search);
@@ -47,15 +48,23 @@ const every = (ms, f) => { const id = setInterval(f, ms); onLeave(() => clearInt
 const routes = {
   datasets: pageDatasets, new: pageNewRun, runs: pageRuns, run: pageRun,
   compare: pageCompare, evals: pageEvals, eval: pageEval,
+  chat: (main, arg) => pageChat(main, arg, { api, esc, token: TOKEN, toast, onLeave }),
 };
+// a page's id argument, checked by kind before any request is built from it (an id such as
+// '../datasets/d-…' would otherwise turn a run page's Delete into a dataset's)
+const HEX = '[0-9a-f]{12}';
+const ID_OF = { run: new RegExp(`^r-${HEX}$`), eval: new RegExp(`^[ec]-${HEX}$`),
+  compare: new RegExp(`^r-${HEX}(,r-${HEX})*$`) };
 async function route() {
   cleanup.forEach(f => f()); cleanup = [];
-  const [name, arg] = (location.hash.replace(/^#\/?/, '') || 'runs').split('/');
+  const [name, raw] = (location.hash.replace(/^#\/?/, '') || 'runs').split('/');
   document.querySelectorAll('nav a').forEach(a => a.classList.toggle('active', a.dataset.nav === name));
   const main = $('#main');
   main.innerHTML = '';
   try {
-    await (routes[name] || pageRuns)(main, decodeURIComponent(arg || ''));
+    const arg = decodeURIComponent(raw || '');
+    if (ID_OF[name] && !ID_OF[name].test(arg)) throw new Error(`not a ${name} id: ${arg}`);
+    await (routes[name] || pageRuns)(main, arg);
   } catch (e) {
     main.innerHTML = `<div class="card errors">${esc(e.message)}</div>`;
   }
