@@ -13,6 +13,7 @@ import yaml
 
 from mindprint import config as C
 from mindprint import manifest as M
+from mindprint.manifest import identity
 from mindprint.training import Trainer, run_training
 from mindprint.cli import main
 from mindprint.data.render import Rendered
@@ -142,7 +143,8 @@ def test_weight_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     assert M.cached_sha256(f) == sha(f)
     calls = []
     real = M.sha256_file
-    monkeypatch.setattr(M, "sha256_file", lambda p: calls.append(p) or real(p))
+    # patched where cached_sha256 looks it up (mindprint.manifest.identity, since the split)
+    monkeypatch.setattr(identity, "sha256_file", lambda p: calls.append(p) or real(p))
     assert M.cached_sha256(f) == sha(f) and calls == []           # a stat, no read
     f.write_bytes(b"y" * 1000)
     os.utime(f, ns=(1, 1))                                         # same size, other mtime
