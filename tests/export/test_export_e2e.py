@@ -1,7 +1,8 @@
 """End to end on the bundled model, on the session's shortened quickstart run: evaluate (the tuned
-model is closer to the persona's voice than the base), merge (verified), export GGUF (read back,
-verified). Few prompts and short answers keep it fast.
-"""
+model is closer to the persona's voice than the base), then the quickstart adapter exported for
+Ollama as q4_k_m — merged (verified), quantized with llama.cpp's mix, read back, and its greedy
+answers still in the persona's voice. Few prompts and short answers keep it fast; the export is
+one merge shared by every check (merge, file, logits, voice)."""
 
 from __future__ import annotations
 
@@ -36,16 +37,34 @@ def test_tuned_sounds_more_like_the_persona(adapter, capsys):
     assert (out / "report.html").is_file()
 
 
-def test_merge_then_gguf(adapter, tmp_path):
-    merged = tmp_path / "merged"
-    assert main(["merge", "--adapter", str(adapter), "--out", str(merged)]) == 0
-    checks = json.loads((merged / "mindprint-merge.json").read_text())["checks"]
-    assert checks["merge"]["max_abs_diff"] <= 1e-4
-    assert checks["float32"]["top1_agreement"] == 1.0
-    gguf = tmp_path / "voice-q8_0.gguf"
-    assert main(["export", "gguf", "--model", str(merged), "--out", str(gguf), "--dtype", "q8_0"]) == 0
-    assert gguf.stat().st_size > 100 * 2**20
+def test_q4_k_m_for_ollama_keeps_the_voice(adapter, tmp_path, capsys):
+    out = tmp_path / "ollama"
+    assert main(["export", "ollama", "--adapter", str(adapter), "--out", str(out), "--name", "Maren",
+                 "--quantizer", "numpy", "--voice-prompts", "3", "--max-new-tokens", "24"]) == 0
+    printed = capsys.readouterr().out
+    assert f"ollama create maren -f {out / 'Modelfile'}" in printed
+    rep = json.loads((out / "export.json").read_text())
+    print(json.dumps({"bytes": rep["bytes"], "tensors": rep["written"]["tensors"],
+                      "warnings": rep["warnings"]}))
+    print(json.dumps({k: v for k, v in rep["verification"]["voice"].items() if k != "answers"}))
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "export.json", "maren.gguf"]
+    # one merge, verified on the way (float64 merge, float32 weights)
+    assert rep["merge_checks"]["merge"]["max_abs_diff"] <= 1e-4
+    assert rep["merge_checks"]["float32"]["top1_agreement"] == 1.0
+    # llama.cpp's q4_k_m mix on this model (rows of 576 fall back; see test_quants.py)
+    assert rep["written"]["tensors"] == {"F32": 61, "Q4_K": 16, "Q5_0": 166, "Q6_K": 14,
+                                         "Q8_0": 15}
+    v = rep["verification"]
+    assert v["against_rounded_source"]["max_abs_diff"] <= 1e-2      # the file holds the model
+    assert v["against_source"]["top1_agreement"] >= 0.8
+    # the voice: greedy answers from the dequantized q4_k_m file vs the base model's
+    voice = v["voice"]
+    assert voice["prompts"] == 3
+    assert voice["file_voice_match"] > voice["base_voice_match"]
+    assert voice["file_voice_match"] >= voice["adapter_voice_match"] - 0.15
+    modelfile = (out / "Modelfile").read_text()
+    assert "FROM ./maren.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     from mindprint.export.gguf import load_gguf
 
-    model, tok = load_gguf(gguf)
-    assert "<|im_start|>" in tok.chat_template
+    _, tok = load_gguf(out / "maren.gguf")
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
