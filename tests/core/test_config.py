@@ -137,11 +137,11 @@ def test_precedence_yaml_env_set(tmp_path, monkeypatch):
 
 def test_process_variables_are_not_config_keys(tmp_path, monkeypatch):
     """The documented MINDPRINT_* variables that set up the process (cache, MLX BLAS, torchrun
-    timeout, malloc tuning, web UI home) never reach the config as unknown keys."""
+    timeout, malloc tuning, web UI home and token) never reach the config as unknown keys."""
     path = _write(tmp_path, BASE)
     for name, value in [("MINDPRINT_CACHE", "/tmp/c"), ("MINDPRINT_HOME", "/tmp/h"),
                         ("MINDPRINT_MLX_BLAS", "off"), ("MINDPRINT_DIST_TIMEOUT_MIN", "5"),
-                        ("MINDPRINT_MALLOC_TUNING", "0")]:
+                        ("MINDPRINT_MALLOC_TUNING", "0"), ("MINDPRINT_TOKEN", "s3cret")]:
         monkeypatch.setenv(name, value)
     assert C.env_overrides() == []
     assert C.load(path) == C.load(path, use_env=False)
@@ -164,3 +164,11 @@ def test_describe_covers_every_leaf_key():
               "lora.dropout", "lora.targets", "lora.dora", "lora.rslora"):
         assert k in keys
     assert all(meaning for _, _, meaning in C.describe())
+
+
+@pytest.mark.parametrize("section,key", [("train", "max_steps"), ("train", "lr"),
+                                         ("lora", "r"), ("eval", "max_new_tokens")])
+def test_true_or_false_is_not_a_number(tmp_path, section, key):
+    """YAML's ``true``/``yes`` is a bool, which pydantic alone would read as 1."""
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: expected a number, got true/false"):
+        C.load(_write(tmp_path, {**BASE, section: {key: True}}))

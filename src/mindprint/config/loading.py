@@ -82,9 +82,11 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 
 # MINDPRINT_* variables that set up the process, not a config key (every other MINDPRINT_* is one):
-# the model cache, the web UI's home, torchrun's rendezvous timeout, MLX's BLAS, CPU malloc tuning
-PROCESS_ENV = frozenset({"MINDPRINT_CACHE", "MINDPRINT_HOME", "MINDPRINT_DIST_TIMEOUT_MIN",
-                         "MINDPRINT_MLX_BLAS", "MINDPRINT_MALLOC_TUNING"})
+# the model cache, the web UI's home and token, torchrun's rendezvous timeout, MLX's BLAS, CPU
+# malloc tuning
+PROCESS_ENV = frozenset({"MINDPRINT_CACHE", "MINDPRINT_HOME", "MINDPRINT_TOKEN",
+                         "MINDPRINT_DIST_TIMEOUT_MIN", "MINDPRINT_MLX_BLAS",
+                         "MINDPRINT_MALLOC_TUNING"})
 
 
 def env_overrides(environ: dict | None = None) -> list[tuple[str, Any]]:

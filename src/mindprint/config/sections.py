@@ -21,8 +21,20 @@ TABLE_KEYS = ("answer", "chosen", "completion", "conversations", "history", "inp
               "prompt", "rejected", "system", "text", "tools", "topic")
 
 
+NUMBERS = (int, float, int | None, float | None)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info) -> Any:
+        """YAML reads ``true``/``yes`` as a bool, which pydantic would take as the number 1
+        (``max_steps: true`` trained one step)."""
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation in NUMBERS:
+            raise ValueError("expected a number, got true/false")
+        return v
 
 
 class RenamedWarning(ConfigPathWarning):
