@@ -18,12 +18,16 @@ Why warn rather than refuse: 4-bit weights move every logit, and a few top-1 fli
 near-tied tokens do not make a model stop sounding like its person; refusing a q8_0 file at
 top-1 0.964 (as this export once did) gave the user nothing. The thresholds:
 
-* ``MIN_TOP1`` sits below what each type measures on the bundled model with a trained adapter
-  (benchmarks/RESULTS.md, "GGUF quantization") by about one probe token in twenty, so the
-  warning fires on a model that suffers unusually, not on ordinary rounding;
-* ``VOICE_DROP`` 0.10: voice_match is a mean probability over a handful of answers; greedy
-  answers of the adapter model and an f16 file (which differ only by rounding) already move it
-  by a few hundredths, while an answer in another voice moves it by tenths.
+* ``MIN_TOP1`` sits about 0.05 (one probe token in twenty) below what each type measures on the
+  bundled model with the quickstart adapter (benchmarks/RESULTS.md, "GGUF quantization": f16
+  1.000, bf16 1.000, q8_0 0.985, q6_k 0.938, q5_k_m 0.805, q4_k_m 0.872, q4_0 0.708), never
+  higher for a smaller type, so the warning fires on a model that suffers unusually, not on
+  ordinary rounding. (The bundled model's weights are a dequantized Q4_1 file, so re-quantizing
+  them does not order by bit width: q5_k_m's Q5_1 grid fits them worse than q4_k_m's Q5_0.)
+* ``VOICE_DROP`` 0.10: voice_match is a mean probability over a handful of answers; on the
+  bundled model the files of every type scored within 0.005 of the adapter model or above it
+  (0.867 adapter; f16 0.867 … q5_k_m 0.997) while the base model scored 0.001–0.015: an answer
+  in another voice moves it by tenths, rounding by hundredths.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from .merge import VerificationError
 from .probes import PROBE_CHATS, compare_logits
 
 FILE_TOLERANCE = 1e-2
-MIN_TOP1 = {"f16": 0.98, "bf16": 0.95, "q8_0": 0.95, "q6_k": 0.95, "q5_k_m": 0.9,
-            "q4_k_m": 0.85, "q4_0": 0.8}
+MIN_TOP1 = {"f16": 0.98, "bf16": 0.95, "q8_0": 0.93, "q6_k": 0.88, "q5_k_m": 0.75,
+            "q4_k_m": 0.75, "q4_0": 0.65}
 VOICE_DROP = 0.10
 MAX_PROMPTS = 4          # held-out prompts answered by the file and the adapter model
 MAX_NEW_TOKENS = 40
