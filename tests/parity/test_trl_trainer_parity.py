@@ -4,17 +4,17 @@ Same tiny random model (tests/conftest.py), same LoRA config and tensors (Mindpr
 setup; TRL wraps the stock transformers model with the same ``LoraConfig`` through its
 ``peft_config`` and gets Mindprint's LoRA tensors, see trl_trainer_helpers), same records.
 Mindprint runs its real pipeline — records file → ``method.prepare`` (validation, chat-template
-rendering, masks, groups) → ``on_setup`` (cached reference) →
+rendering, masks, groups) → ``on_setup`` (cached reference) → ``rollout`` (GRPO) →
 ``micro_loss`` through the torch backend (batching, packing, log-probs) → the method's loss.
 TRL runs its trainer's own dataset preparation, data collator and ``compute_loss``. Compared:
 the loss and the gradient of every ``lora_A``/``lora_B`` tensor (matched by name), plus the token
 ids and masks both sides built from the records.
 
 Tolerance (float32, CPU): measured loss differences ≤ 3.6e-6 relative (DPO; SFT, ORPO 9e-8,
-KTO 1.3e-6) and gradient differences ≤ 3.1e-6 of the largest LoRA gradient (equivalent but
+KTO 1.3e-6, GRPO 0) and gradient differences ≤ 3.1e-6 of the largest LoRA gradient (GRPO 1.2e-6) (equivalent but
 different reductions: Mindprint packs a prompt's completions into one row and routes CPU products
 through oneDNN, TRL pads each sequence); asserted at 1e-5 and 1e-4, far below what a real
-difference gives (TRL 1.16's default GRPO KL-gradient correction shows as 3.3e-3).
+difference gives (TRL's default KL gradient correction below shows as 3.3e-3).
 
 Deviations, each configured or cut to the same setting here:
 * The chat template writes ``\\n`` after the assistant's ``<|im_end|>``. TRL's SFT/DPO/KTO
@@ -30,6 +30,15 @@ Deviations, each configured or cut to the same setting here:
   so both estimate z from the same pairs.
 * ORPO: TRL's NLL covers prompt + answer; Mindprint's default ``orpo.nll: answer`` does not (for a
   voice, the prompt is someone else's words). Compared with ``orpo.nll: prompt_and_answer``.
+* GRPO: sampling is bypassed on both sides with the same completions — Mindprint's
+  ``backend.sample_completions``, TRL's ``_generate_single_turn`` return fixed token ids — and both
+  score them with the same reward table; TRL's ``_generate_and_score_completions`` then builds the
+  advantages, reference log-probs (β > 0) and masks, and ``compute_loss`` the loss. Compared: the
+  prompts, the advantages and the loss/gradients. TRL 1.16 defaults to ``use_bias_correction_kl``
+  (the KL term times the importance ratio, DeepSeek-V3.2): the same value on-policy, but its
+  gradient gains KL·∇log p (measured: 3.3e-3 of the largest LoRA gradient here, while β = 0
+  matches to 1e-6). Mindprint's β·KL is the plain k3 estimate (losses/grpo.py), so TRL runs with
+  ``use_bias_correction_kl=False``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ from datasets import Dataset
 
 from conftest import write_jsonl
 from parity_helpers import lora_cfg, torch_pair
-from trl_trainer_helpers import clear_grads, compare, copy_lora, cut, lora_grads, trl_base
+from trl_trainer_helpers import (GRPO_COMPLETIONS, clear_grads, compare, copy_lora, cut,
+                                 lora_grads, trl_base, trl_table_reward)
 
 from mindprint.config import from_dict
 from mindprint.methods import get_method
@@ -301,3 +311,60 @@ def test_kto_matches_trl(tiny_model_dir, tmp_path):
     trl_loss, trl_grads = _trl_step(trainer, rows)
     _record("kto", compare(mp_loss, trl_loss, mp_grads, trl_grads, loss_rel=LOSS_REL,
                            grad_rel=GRAD_REL))
+
+
+# -- GRPO (fixed completions and rewards) --------------------------------------------------------
+def test_grpo_matches_trl(tiny_model_dir, tmp_path, monkeypatch):
+    from trl import GRPOConfig, GRPOTrainer
+
+    prompts = list(GRPO_COMPLETIONS)
+    G = len(GRPO_COMPLETIONS[prompts[0]])
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": q} for q in prompts])
+    model, backend = torch_pair(tiny_model_dir, lora_cfg())
+    tok = backend.tokenizer
+    eot = _eot(tok)
+    ids = [tok(c, add_special_tokens=False)["input_ids"] + [eot]
+           for q in prompts for c in GRPO_COMPLETIONS[q]]
+    grpo = {"group_size": G, "temperature": 0.7, "beta": 0.05, "loss_type": "grpo",
+            "scale_rewards": "group", "max_completion_length": 24,
+            "rewards": ["trl_trainer_helpers:table_reward"]}
+    cfg = _cfg(tiny_model_dir, data, "grpo", tmp_path / "run", len(prompts), grpo=grpo)
+
+    seen = {}
+
+    def fixed_samples(prompt_ids, *, n, **_):
+        seen["prompts"] = prompt_ids
+        assert n == G
+        return [(c, True) for c in ids]
+
+    monkeypatch.setattr(backend, "sample_completions", fixed_samples)
+    mp_loss, mp_grads, samples = _mindprint_step(cfg, backend, model, rollout=True)
+
+    def fixed_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        seen["trl_prompts"] = prompt_ids
+        return [list(c) for c in ids], None
+
+    twin, peft_config = trl_base(tiny_model_dir, model)
+    trainer = GRPOTrainer(model=twin, peft_config=peft_config, reward_funcs=trl_table_reward,
+                          args=_args(GRPOConfig, tmp_path, len(ids), num_generations=G,
+                                     temperature=0.7, beta=0.05, loss_type="grpo",
+                                     scale_rewards="group", max_completion_length=24,
+                                     num_iterations=1, epsilon=0.2,
+                                     use_bias_correction_kl=False),
+                          train_dataset=Dataset.from_list(
+                              [{"prompt": [{"role": "user", "content": q}]} for q in prompts]),
+                          processing_class=tok)
+    copy_lora(trainer, model)
+    monkeypatch.setattr(trainer, "_generate_single_turn", fixed_turn)
+    batch = [trainer.train_dataset[i] for i in range(len(prompts)) for _ in range(G)]
+    inputs = trainer._generate_and_score_completions(batch)
+    # the same prompts (TRL's chat-template rendering) and advantages
+    assert [list(p) for p in seen["trl_prompts"]] == [list(p) for p in seen["prompts"]
+                                                      for _ in range(G)]
+    assert inputs["advantages"].tolist() == pytest.approx([s.advantage for s in samples],
+                                                          rel=1e-5, abs=1e-6)
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    trl_grads = lora_grads(trainer.model)
+    _record("grpo", compare(mp_loss, float(loss.detach()), mp_grads, trl_grads,
+                            loss_rel=LOSS_REL, grad_rel=GRAD_REL))
