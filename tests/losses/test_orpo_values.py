@@ -1,4 +1,5 @@
-"""Hand-derived values for orpo_loss and the method's two ``orpo.nll`` modes (arithmetic in the comments)."""
+"""Hand-derived values for orpo_loss and the method's two ``orpo.nll`` modes (arithmetic in the
+comments)."""
 
 import math
 

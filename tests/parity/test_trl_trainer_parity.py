@@ -11,7 +11,7 @@ the loss and the gradient of every ``lora_A``/``lora_B`` tensor (matched by name
 ids and masks both sides built from the records.
 
 Tolerance (float32, CPU): measured loss differences ≤ 3.6e-6 relative (DPO; SFT, ORPO 9e-8,
-KTO 1.3e-6, GRPO 0) and gradient differences ≤ 3.1e-6 of the largest LoRA gradient (GRPO 1.2e-6) (equivalent but
+KTO 1.3e-6, GRPO 0) and gradient differences ≤ 3.1e-6 of the largest LoRA gradient (equivalent but
 different reductions: Mindprint packs a prompt's completions into one row and routes CPU products
 through oneDNN, TRL pads each sequence); asserted at 1e-5 and 1e-4, far below what a real
 difference gives (TRL's default KL gradient correction below shows as 3.3e-3).
