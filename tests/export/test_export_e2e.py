@@ -43,8 +43,10 @@ def test_q4_k_m_for_ollama_keeps_the_voice(adapter, tmp_path, capsys):
     # the voice: greedy answers from the dequantized q4_k_m file vs the base model's
     voice = v["voice"]
     assert voice["prompts"] == 3
-    assert voice["file_voice_match"] > voice["base_voice_match"]
-    assert voice["file_voice_match"] >= voice["adapter_voice_match"] - 0.15
+    # measured on the 20-step quickstart (3 prompts, 24 tokens): file 0.85, adapter 1.00, base
+    # 0.001 (on a 40-step adapter 0.996 / 0.867 / 0.002); bounds about half the measured gap
+    assert voice["file_voice_match"] - voice["base_voice_match"] >= 0.5, voice
+    assert voice["file_voice_match"] >= voice["adapter_voice_match"] - 0.3, voice
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ./maren.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     from mindprint.export.gguf import load_gguf
