@@ -43,24 +43,31 @@ def evaluate_topic(cfg: Config, topic: Topic, tdir: Path, log) -> dict:
     return out
 
 
-# general ability kept: the tuned model's likelihood of the base model's everyday answers relative
-# to the base's (1 = nothing lost) and its own answers' similarity to them
-KEPT_GATES = (("kept_likelihood_ratio", "general ability kept (likelihood of the base model's "
-               "everyday answers)"),
-              ("kept_similarity", "general ability kept (similarity to the base model's everyday "
-               "answers)"))
+# the gate's lower bounds: (figure, its label, said when the figure is missing). General ability
+# kept: the tuned model's likelihood of the base model's everyday answers relative to the base's
+# (1 = nothing lost) and its own answers' similarity to them
+_KEPT = "general ability kept"
+MIN_GATES = (
+    ("content_similarity", "content similarity",
+     "no held-out answers to measure content similarity"),
+    ("voice_match", "voice match", "no held-out answers to measure voice match"),
+    ("kept_likelihood_ratio", f"{_KEPT} (likelihood of the base model's everyday answers)",
+     f"{_KEPT} (likelihood) was not measured (eval.kept is 0?)"),
+    ("kept_similarity", f"{_KEPT} (similarity to the base model's everyday answers)",
+     f"{_KEPT} (similarity) was not measured (eval.kept is 0?)"),
+)
 
 
 def gate_result(gate: GateConfig, ev: dict) -> list[str]:
     """Reasons the gate fails (empty: passed)."""
     why = []
-    for key, label in (("content_similarity", "content similarity"), ("voice_match", "voice match")):
+    for key, label, missing in MIN_GATES:
         low = getattr(gate, f"min_{key}")
         if low is None:
             continue
         v = ev.get(key)
         if v is None:
-            why.append(f"no held-out answers to measure {label}")
+            why.append(missing)
         elif v < low:
             why.append(f"{label} {v:.4f} < min_{key} {low}")
     if gate.min_gain_over_base is not None:
@@ -70,15 +77,6 @@ def gate_result(gate: GateConfig, ev: dict) -> list[str]:
         elif v - b < gate.min_gain_over_base:
             why.append(f"content similarity {v:.4f} is not {gate.min_gain_over_base} above the "
                        f"base model's {b:.4f}")
-    for key, label in KEPT_GATES:
-        low = getattr(gate, f"min_{key}")
-        if low is None:
-            continue
-        v = ev.get(key)
-        if v is None:
-            why.append(f"{label} was not measured (eval.kept is 0?)")
-        elif v < low:
-            why.append(f"{label} {v:.4f} < min_{key} {low}")
     if gate.min_pref_accuracy is not None and ev.get("pref_accuracy") is not None \
             and ev["pref_accuracy"] < gate.min_pref_accuracy:
         why.append(f"preference accuracy {ev['pref_accuracy']:.3f} < min_pref_accuracy "
