@@ -81,6 +81,11 @@ def test_voice_match_scores_the_voice_not_the_answer():
                        "government bond yields. They often widen before a recession."],
                 [_rec(), _rec()])
     assert out[0] > 0.5 > out[1]
+    # a loop of the persona's stock phrases: the verifier alone says it is the person's; the
+    # reward gives it 0 so GRPO cannot learn to repeat them
+    loop = "Zoom out. Patience is a position. " * 6
+    assert vm.fn(None, [loop], [_rec()]) == [0.0]
+    assert vm.fn(None, [loop.replace("Zoom out. Patience is a position. ", "", 5)], [_rec()])[0] > 0.5
 
 
 @pytest.fixture

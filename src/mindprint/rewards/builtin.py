@@ -5,7 +5,9 @@
   content; None without an answer.
 * ``voice_match``: the probability that the completion is the person's, from the voice verifier
   (:mod:`mindprint.measures.voice`) fitted once on ``grpo.voice_person`` (default: data.train's
-  answers): the voice, whatever the topic.
+  answers): the voice, whatever the topic. A completion caught in a loop
+  (:func:`mindprint.measures.diversity.loops`: ≥ 25 % repeated word 4-grams) scores 0: the
+  verifier gives a loop of the person's stock phrases P ≈ 1, which GRPO would learn to game.
 * ``answer_similarity``: token F1 (bag of lower-cased words) or ROUGE-L F (longest common word
   subsequence) against ``answer``; None without an answer.
 * ``length``: 1 when the completion's word count n is inside [lo, hi]; n/lo below;
@@ -22,6 +24,7 @@ import re
 from collections import Counter
 
 from ..config import DEFAULT_BANNED_PHRASES
+from ..measures.diversity import loops
 from ..measures.embed import cosine_pairs
 from ..measures.style import banned_hits
 from ..measures.voice import VoiceVerifier
@@ -87,7 +90,8 @@ def voice_match(cfg, banned_phrases):
     verifier = VoiceVerifier.fit(mine)
 
     def voice_match(prompts, completions, records):
-        return [float(p) for p in verifier.predict(list(completions))]
+        return [0.0 if loops(c) else float(p)
+                for c, p in zip(completions, verifier.predict(list(completions)))]
     return voice_match
 
 
