@@ -34,7 +34,7 @@ def _append(path: Path, line: str) -> None:
 def test_each_contract_catches_a_planted_violation(tmp_path):
     pkg = tmp_path / "mindprint"
     shutil.copytree(SRC, pkg, ignore=shutil.ignore_patterns("__pycache__", "static"))
-    _append(pkg / "config.py", "from . import cli")                     # upward: config -> apps
+    _append(pkg / "config" / "loading.py", "from .. import cli")       # upward: config -> apps
     _append(pkg / "backends" / "mlx" / "__init__.py", "import torch")    # mlx backend -> torch
     _append(pkg / "methods" / "__init__.py", "import mlx_lm")            # method -> framework
     _append(pkg / "evaluate" / "summary.py", "from . import runner")    # cycle inside a package

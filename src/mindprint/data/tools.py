@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mindprint.data.groups import render_group
 from mindprint.data.records import ChatRecord, KTORecord, PreferenceRecord, PromptRecord, TextRecord
 from mindprint.data.render import render_messages, render_prompt, render_sft_record
 from mindprint.data.stream import Drops, Source, atomic_output, check_output, read_at, record_key
@@ -72,8 +73,6 @@ def _length_and_fate(tokenizer, record, max_length: int) -> tuple[int, bool, boo
     if isinstance(record, PromptRecord):  # RL prompts: a prompt that fills max_length leaves no room
         n = len(render_prompt(tokenizer, record.prompt))
         return n, False, n >= max_length, 0
-    from mindprint.methods.groups import render_group  # the methods layer sits above data
-
     if isinstance(record, PreferenceRecord):
         completions, labels = [record.chosen, record.rejected], [True, False]
     else:
