@@ -25,6 +25,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ...errors import ModelError
 from ...models import ModelRef
+from ..adapter_format import _safetensors_load, peft_to_mlx, write_mlx, write_peft
 from ..common import LOCAL, groups_as_rows, load_tokenizer, lora_scale, target_names
 from .generate import generate
 
@@ -375,8 +376,6 @@ class MLXBackend:
 def save_adapter(model, lora: dict, path: Path, meta: dict, *, mlx_path: Path | None = None) -> None:
     """PEFT-format adapter at ``path`` (loads with ``PeftModel.from_pretrained``) and, when
     ``mlx_path`` is given, the mlx-lm format there; each written atomically."""
-    from ...export.adapters import write_mlx, write_peft
-
     weights = {k: np.array(v.astype(mx.float32)) for k, v in adapter_weights(model).items()}
     write_peft(path, weights, r=lora["r"], alpha=lora["alpha"], dora=lora["dora"],
                rslora=lora["rslora"], dropout=lora["dropout"],
@@ -388,8 +387,6 @@ def save_adapter(model, lora: dict, path: Path, meta: dict, *, mlx_path: Path | 
 
 def load_adapter_weights(model, adapter: Path) -> None:
     """Copy a saved PEFT-format adapter's weights into ``model``'s LoRA layers (same layout)."""
-    from ...export.adapters import _safetensors_load, peft_to_mlx
-
     f = Path(adapter) / "adapter_model.safetensors"
     if not f.exists():
         raise ModelError(f"{adapter}: no adapter_model.safetensors to continue from")
