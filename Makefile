@@ -47,7 +47,7 @@ PYTEST_PAR := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgro
 # failure unless its reason is on the allow-list there (CUDA-only, Linux-only, x86-only ...).
 test: $(STAMP) chromium openblas
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -rs -p no:cacheprovider -m "not wip" $(PYTEST_PAR) --durations=15 tests
+	$(PY) -m pytest -q -rs -p no:cacheprovider -m "not wip and not llamacpp" $(PYTEST_PAR) --durations=15 tests
 
 # Chromium for the web UI's browser test (Playwright drives it). Debian's package where apt-get is
 # usable (as root, or with password-less sudo); otherwise Playwright's own Chromium
@@ -98,10 +98,11 @@ test-wip: $(STAMP)
 LLAMA_CPP ?= llama-cpp-python==0.3.36
 verify-llamacpp: $(STAMP)
 	@$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install "$(LLAMA_CPP)"
+	$(PY) -m pytest -q -p no:cacheprovider -m llamacpp tests/export/test_quants.py
 	$(PY) -m mindprint.export.runtime_check runs/quickstart
 
 test-fast: $(STAMP) openblas
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_PAR) tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not llamacpp" $(PYTEST_PAR) tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

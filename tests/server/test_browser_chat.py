@@ -83,8 +83,10 @@ def test_chat_pick_and_thumb_become_training_data(chat_server, tmp_path, tiny_mo
             revealed = last.locator(".chat-answer b").all_text_contents()
             assert sorted(x.replace(" ✓ picked", "") for x in revealed) == ["ada", "ben"]
             last.locator("[data-act=up]").nth(1).click()
+            # the dataset is registered (empty) before its first line is appended: wait for the line
             wait_for(lambda: any(d["name"] == "chat-kto.jsonl"
-                                 for d in app.state.store.list_datasets()), 10, "the KTO dataset")
+                                 for d in app.state.store.list_datasets())
+                     and _dataset_lines(app, "chat-kto.jsonl"), 10, "the KTO dataset's line")
 
             pref = _dataset_lines(app, "chat-preference.jsonl")
             assert len(pref) == 1 and pref[0]["chosen"] == answers[0]

@@ -59,8 +59,10 @@ async function route() {
   cleanup.forEach(f => f()); cleanup = [];
   const [name, raw] = (location.hash.replace(/^#\/?/, '') || 'runs').split('/');
   document.querySelectorAll('nav a').forEach(a => a.classList.toggle('active', a.dataset.nav === name));
-  const main = $('#main');
-  main.innerHTML = '';
+  // each visit renders into a fresh container: a page still awaiting its data when the hash
+  // changes writes into its own detached one, never over the page that replaced it
+  const main = document.createElement('div');
+  $('#main').replaceChildren(main);
   try {
     const arg = decodeURIComponent(raw || '');
     if (ID_OF[name] && !ID_OF[name].test(arg)) throw new Error(`not a ${name} id: ${arg}`);
