@@ -183,6 +183,16 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory) -> str:
 # more voice); the quickstart, evaluation and export end-to-end tests all use this one run.
 QUICKSTART_STEPS = 20
 
+# A chat template that renders tool lists and tool calls, for tokenizers whose own template has no
+# tool support (the data tests of tool use in chat and preference records share it)
+TOOL_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }} "
+    "{{ c.function.arguments | tojson }}</call>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory, bundled_model_dir):

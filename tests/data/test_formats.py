@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_jsonl
+from conftest import TOOL_TEMPLATE, write_jsonl
 from mindprint.data.columns import parse_columns
 from mindprint.data.formats import DETECT, FORMATS, READERS
 from mindprint.data.jsonl import load_jsonl, load_many
@@ -151,13 +151,6 @@ def test_bad_weights(tmp_path, messages, expected):
 
 # ---------------------------------------------------------------------------------- tools
 
-TOOL_TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
-    "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
-    "{% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }} "
-    "{{ c.function.arguments | tojson }}</call>{% endfor %}"
-    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 WEATHER = {"type": "function", "function": {"name": "get_weather",
                                             "parameters": {"type": "object",
                                                            "properties": {"city": {"type": "string"}}}}}

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import TOOL_TEMPLATE, write_jsonl
 from mindprint.data.convert import convert
 from mindprint.data.jsonl import load_jsonl
 from mindprint.data.records import to_json
@@ -20,13 +20,6 @@ from mindprint.errors import DataError
 from mindprint.methods.groups import pair_items, render_groups
 from mindprint.methods.kto import kto_items
 
-TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
-    "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
-    "{% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }} "
-    "{{ c.function.arguments | tojson }}</call>{% endfor %}"
-    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TIDE = {"type": "function", "function": {
     "name": "tide_table", "description": "High and low water for a harbour and a date",
     "parameters": {"type": "object", "properties": {"harbour": {"type": "string"},
@@ -44,7 +37,7 @@ BAD = "Launching depends on many factors, including the weather and tides."
 @pytest.fixture(scope="module")
 def tool_tok(tokenizer):
     t = copy.deepcopy(tokenizer)
-    t.chat_template = TEMPLATE
+    t.chat_template = TOOL_TEMPLATE
     return t
 
 
