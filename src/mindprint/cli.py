@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table files: which column fills which record key, e.g. "
                         "prompt=question,completion=reply")
     v.set_defaults(func=cmd_data_validate)
-    from .data.cli import add_parsers as add_data_parsers   # stats, convert, mix, split
+    from .cli_data import add_parsers as add_data_parsers   # stats, convert, mix, split
 
     add_data_parsers(dsub)
 

@@ -1,4 +1,5 @@
-"""``mindprint data convert``: each conversion on small files; generation on the tiny random
+"""``mindprint data convert``: each conversion on small files (the data layer's ``convert``);
+generation (the API's ``convert``, which passes the base model's answers in) on the tiny random
 model (unit) and once on the bundled model (slow)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from conftest import PERSONA, chat, write_jsonl
 
 import mindprint.backends.torch.generate as torch_generate
 from mindprint.cli import main
+from mindprint.api import datasets as A
 from mindprint.data import convert as C
 from mindprint.data.jsonl import load_jsonl
 from mindprint.data.records import KTORecord, PreferenceRecord, PromptRecord
@@ -160,7 +162,7 @@ def test_chat_to_preference_with_base_model_answers(tmp_path, chat_file, tiny_mo
     # the random tiny model answers with newlines only (empty once stripped): a marker after
     # its real answers keeps the pairs
     batches = spy_generate(monkeypatch, after=lambda answers: [a + " generic" for a in answers])
-    r = C.convert(chat_file, tmp_path / "p.jsonl", to="preference", model=tiny_model_dir,
+    r = A.convert(chat_file, tmp_path / "p.jsonl", to="preference", model=tiny_model_dir,
                   max_new_tokens=6, batch_size=4, device="cpu")
     assert [len(b) for b in batches] == [4, 2]                 # batched, last batch partial
     assert batches[1][1] == MULTI["messages"][:4]              # generated from the prompt only
@@ -179,7 +181,7 @@ def test_chat_to_preference_with_base_model_answers(tmp_path, chat_file, tiny_mo
 def test_empty_base_model_answers_drop_the_pair(tmp_path, chat_file, tiny_model_dir, capsys):
     # unpatched: the tiny model's answers are all whitespace, so no pair survives
     with pytest.raises(DataError, match="nothing to write"):
-        C.convert(chat_file, tmp_path / "p.jsonl", to="preference", model=tiny_model_dir,
+        A.convert(chat_file, tmp_path / "p.jsonl", to="preference", model=tiny_model_dir,
                   max_new_tokens=3, device="cpu")
     err = capsys.readouterr().err
     assert "dropped 6 lines:\n  the base model's answer is empty: 6 (first 5 shown)" in err
@@ -194,7 +196,7 @@ def test_chat_to_kto_adds_undesirable_answers_and_drops_unusable_ones(tmp_path, 
 
     spy_generate(monkeypatch, fake)
     logged = []
-    r = C.convert(chat_file, tmp_path / "k.jsonl", to="kto", generate=True, model=tiny_model_dir,
+    r = A.convert(chat_file, tmp_path / "k.jsonl", to="kto", generate=True, model=tiny_model_dir,
                   batch_size=8, device="cpu", log=logged.append)
     labels = [x["label"] for x in rows(r.output)]
     assert labels == [True, False, True, True, True, False, True, False, True, False]
@@ -225,7 +227,7 @@ def test_convert_cli_prints_the_output_path(tmp_path, chat_file, tiny_model_dir,
 def test_bundled_model_makes_voice_vs_generic_pairs(tmp_path, bundled_model_dir):
     first3 = (PERSONA / "persona_eval.jsonl").read_text(encoding="utf-8").splitlines()[:3]
     src = write_jsonl(tmp_path / "three.jsonl", first3)
-    r = C.convert(src, tmp_path / "pref.jsonl", to="preference", model=bundled_model_dir,
+    r = A.convert(src, tmp_path / "pref.jsonl", to="preference", model=bundled_model_dir,
                   max_new_tokens=32, batch_size=3, device="cpu", log=quiet)
     records = load_jsonl(r.output, "preference").records
     assert len(records) == 3
@@ -234,3 +236,44 @@ def test_bundled_model_makes_voice_vs_generic_pairs(tmp_path, bundled_model_dir)
         assert rec.chosen[0].content == original["messages"][-1]["content"]
         assert rec.rejected[0].content.strip() and rec.rejected != rec.chosen
         assert rec.topic == original["topic"]
+
+
+# ------------------------------------------------------------- answers passed in by the caller
+
+
+class EchoAnswers:
+    """An :class:`mindprint.data.convert.Answers` without a model: the data layer loads none."""
+
+    name, batch_size = "echoed answers", 2
+
+    def __init__(self, total):
+        self.total, self.asked, self.closed = total, [], False
+
+    def __call__(self, prompts):
+        self.asked.append(len(prompts))
+        return [f"generic reply to {p[-1].content}" for p in prompts]
+
+    def close(self):
+        self.closed = True
+
+
+def test_data_layer_takes_the_rejected_side_from_the_caller(tmp_path, chat_file):
+    made, logged = [], []
+
+    def factory(total):
+        made.append(EchoAnswers(total))
+        return made[-1]
+
+    r = C.convert(chat_file, tmp_path / "p.jsonl", to="preference", answers=factory,
+                  log=logged.append)
+    (answers,) = made
+    assert answers.total == 6 and answers.asked == [2, 2, 2] and answers.closed
+    assert r.written == 6
+    assert all(row["rejected"].startswith("generic reply to ") for row in rows(r.output))
+    assert "generating echoed answers (batches of 2)" in logged
+
+
+def test_preference_without_a_model_to_answer_is_a_clear_error(tmp_path, chat_file):
+    with pytest.raises(DataError, match="needs a model to answer the prompts"):
+        C.convert(chat_file, tmp_path / "p.jsonl", to="preference", log=quiet)
+    assert not (tmp_path / "p.jsonl").exists()

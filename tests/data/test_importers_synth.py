@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO
 from mindprint.data.importers.prose import approx_tokens
+from mindprint.api import datasets
 from mindprint.data.synth import endpoint_asker, question_of, read_passages, synth
 from mindprint.data.stream import Drops
 from mindprint.errors import DataError
@@ -161,7 +162,7 @@ def test_local_model_asks_structure_only(tiny_model_dir, talk, tmp_path):
     passages = read_passages(talk, 40, approx_tokens, Drops())
     logs = []
     try:
-        res = synth(talk, tmp_path / "out.jsonl", model=tiny_model_dir, max_length=40,
+        res = datasets.synth(talk, tmp_path / "out.jsonl", model=tiny_model_dir, max_length=40,
                     max_new_tokens=12, batch_size=3, device="cpu", log=logs.append)
     except DataError as err:
         # the tiny random model may stop at once: every passage is then counted as unusable

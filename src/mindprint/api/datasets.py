@@ -17,8 +17,12 @@ from collections.abc import Sequence
 
 from ..config import DEFAULT_MODEL, DataConfig
 from ..data.columns import parse_columns
-from ..data.convert import ConvertResult
+from ..data.convert import Answers, AnswersFactory, ConvertResult
 from ..data.convert import convert as _convert
+from ..data.importers.prose import approx_tokens
+from ..data.records import Message
+from ..data.synth import SynthResult
+from ..data.synth import synth as _synth
 from ..data.tools import FileStats, MixSource, SplitResult, file_stats
 from ..data.tools import mix as _mix
 from ..data.tools import split as _split
@@ -62,16 +66,54 @@ def stats(path: PathLike, *, model: str | None = None, format: str | None = None
                       **({"log": log} if log else {}))
 
 
+def base_answers(model: str | None = None, *, max_new_tokens: int = 200, batch_size: int = 8,
+                 device: str = "auto") -> AnswersFactory:
+    """The factory :func:`convert` and :func:`synth` take their generated answers from: ``model``'s
+    greedy answers (default: the bundled model), loaded when the first answer is needed."""
+    def answers(total: int) -> Answers:
+        # torch is an optional extra: validate, stats, mix and split must work without it,
+        # so the generator loads here, when a model must answer
+        from ..backends.torch.generate import BaseAnswers
+        return BaseAnswers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           device=device, total=total)
+    return answers
+
+
 def convert(path: PathLike, out: PathLike, *, to: str, format: str | None = None,
             system_prompt: str | None = None, model: str | None = None, generate: bool = False,
             max_new_tokens: int = 200, batch_size: int = 8, device: str = "auto",
-            force: bool = False, log=None) -> ConvertResult:
+            force: bool = False, columns: dict[str, str] | str | None = None,
+            log=None) -> ConvertResult:
     """Convert ``path`` into format ``to`` at ``out`` (``chat``, ``prompt``, ``preference``,
     ``kto`` ...). Preference data needs rejected answers: the base ``model`` writes them (as
     does ``generate=True`` for KTO). Returns the output path and counts."""
-    return _convert(path, out, to=to, fmt=format, system_prompt=system_prompt, model=model,
-                    generate=generate, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    device=device, force=force, **({"log": log} if log else {}))
+    answers = base_answers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           device=device)
+    return _convert(path, out, to=to, fmt=format, system_prompt=system_prompt, answers=answers,
+                    generate=generate, force=force, columns=_columns(columns),
+                    **({"log": log} if log else {}))
+
+
+def synth(path: PathLike, out: PathLike, *, model: str | None = None,
+          endpoint: str | None = None, api_key_env: str | None = None, max_length: int = 1024,
+          count=approx_tokens, max_new_tokens: int = 64, batch_size: int = 8,
+          device: str = "auto", force: bool = False, log=None) -> SynthResult:
+    """Monologue text (a talk, essays; ``.txt``/``.md`` or ``{"text": …}`` JSONL) → chat records:
+    each passage (paragraphs packed under ``max_length`` tokens of ``count``) becomes the answer
+    to the question a model asks for it — ``model`` locally (default: the bundled model), or the
+    OpenAI-compatible server at ``endpoint`` (its key in the environment variable
+    ``api_key_env``)."""
+    local = base_answers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         device=device)
+
+    def ask_for(total: int):
+        answers = local(total)
+        return lambda prompts: answers([(Message("user", p),) for p in prompts])
+
+    return _synth(path, out, ask_for=None if endpoint else ask_for, model=model,
+                  endpoint=endpoint, api_key_env=api_key_env, max_length=max_length, count=count,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size, force=force,
+                  **({"log": log} if log else {}))
 
 
 def mix(sources: Sequence[str], out: PathLike, *, seed: int = 0, dedupe: str = "exact",
@@ -99,5 +141,6 @@ def split(path: PathLike, *, eval_fraction: float | None = None, eval_count: int
                   **({"log": log} if log else {}))
 
 
-__all__ = ["ConvertResult", "FileStats", "MixSource", "SplitResult", "ValidationReport",
-           "convert", "mix", "report", "split", "stats", "validate"]
+__all__ = ["ConvertResult", "FileStats", "MixSource", "SplitResult", "SynthResult",
+           "ValidationReport", "base_answers", "convert", "mix", "report", "split", "stats",
+           "synth", "validate"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 
 from mindprint.data.formats import VOCABULARY, record_type
@@ -120,29 +121,22 @@ def unpair(line: Line) -> Iterator[dict]:
 # ---------------------------------------------------------------------- conversions with a model
 
 
-class BaseAnswers:
-    """Greedy answers of the base model, a batch at a time, with progress on stderr."""
+class Answers(Protocol):
+    """Who writes the other side of a pair: an answer to each chat prompt, a batch at a time.
 
-    def __init__(self, model_spec: str | None, *, max_new_tokens: int, batch_size: int,
-                 device: str, total: int):
-        from mindprint.backends.torch.load import load_for_inference
-        from mindprint.progress import TrainProgress
+    The data layer does not load models; the caller passes a factory of these (the API and the
+    CLI pass the base model's greedy answers, :class:`mindprint.backends.torch.generate.
+    BaseAnswers`; tests may pass any object of this shape)."""
 
-        if max_new_tokens < 1 or batch_size < 1:
-            raise DataError("--max-new-tokens and --batch-size must be at least 1")
-        self.model, self.tok, self.ref = load_for_inference(model_spec, None, device=device)
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.progress = TrainProgress(total, desc="generate")
-        self.done = 0
+    batch_size: int
+    name: str                                   # said in the log line: whose answers these are
 
-    def __call__(self, prompts: list[Messages]) -> list[str]:
-        from mindprint.backends.torch.generate import generate
+    def __call__(self, prompts: list[Messages]) -> list[str]: ...
 
-        chats = [[m.as_dict() for m in p] for p in prompts]
-        answers = generate(self.model, self.tok, chats, max_new_tokens=self.max_new_tokens)
-        self.done += len(prompts)
-        self.progress.update(self.done)
-        return answers
+    def close(self) -> None: ...                # progress shown while answering ends here
+
+
+AnswersFactory = Callable[[int], Answers]       # given how many prompts will be asked
 
 
 def _batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
@@ -156,7 +150,7 @@ def _batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
         yield batch
 
 
-def _with_generations(source: Source, answer: BaseAnswers, drops: Drops):
+def _with_generations(source: Source, answer: Answers, drops: Drops):
     """(line, prompt, the person's answer, the base model's answer or None when unusable; the
     reason then goes to ``drops``)."""
     for batch in _batches(iter(source), answer.batch_size):
@@ -178,14 +172,14 @@ def _with_generations(source: Source, answer: BaseAnswers, drops: Drops):
             yield line, prompt, mine, theirs
 
 
-def to_preference(source: Source, answer: BaseAnswers, drops: Drops) -> Iterator[dict]:
+def to_preference(source: Source, answer: Answers, drops: Drops) -> Iterator[dict]:
     for line, prompt, mine, theirs in _with_generations(source, answer, drops):
         if theirs is not None:
             yield {"prompt": prompt_value(prompt), "chosen": mine, "rejected": theirs,
                    **_tools(line.record), **_extras(line.obj)}
 
 
-def to_kto(source: Source, answer: BaseAnswers | None, drops: Drops) -> Iterator[dict]:
+def to_kto(source: Source, answer: Answers | None, drops: Drops) -> Iterator[dict]:
     if answer is None:  # desirable examples only
         for line in source:
             prompt, mine = split_chat(line.record.messages)
@@ -207,11 +201,11 @@ def _count_lines(source: Source) -> int:
 
 
 def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | None = None,
-            model: str | None = None, generate: bool = False, max_new_tokens: int = 200,
-            batch_size: int = 8, device: str = "auto", force: bool = False,
-            columns: dict[str, str] | None = None, log: Log = _stderr) -> ConvertResult:
-    """Convert ``path`` to ``to`` format in ``out``. ``generate`` adds base-model answers to KTO
-    data; preference data always needs them (they are its rejected side)."""
+            answers: AnswersFactory | None = None, generate: bool = False,
+            force: bool = False, columns: dict[str, str] | None = None,
+            log: Log = _stderr) -> ConvertResult:
+    """Convert ``path`` to ``to`` format in ``out``. ``generate`` adds the other side's answers
+    (from ``answers``) to KTO data; preference data always needs them (its rejected side)."""
     if to not in TARGETS:
         raise DataError(f"unknown target format {to!r}; expected one of {', '.join(TARGETS)}")
     out = check_output(out, force)
@@ -232,10 +226,11 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
     unusable, noun = Drops(), "line" if to == "preference" else "undesirable example"
     answer = None
     if needs_model:
-        answer = BaseAnswers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             device=device, total=_count_lines(source))
-        log(f"generating the base model's answers with {answer.ref.spec} "
-            f"(greedy, up to {max_new_tokens} new tokens, batches of {batch_size})")
+        if answers is None:
+            raise DataError(f"converting to {to}{' with generated answers' if generate else ''} "
+                            "needs a model to answer the prompts; none was given")
+        answer = answers(_count_lines(source))
+        log(f"generating {answer.name} (batches of {answer.batch_size})")
     if to == "preference":
         rows = to_preference(source, answer, unusable)
     elif to == "kto" and kind is not PreferenceRecord:
@@ -255,7 +250,7 @@ def convert(path, out, *, to: str, fmt: str | None = None, system_prompt: str | 
                 raise DataError(f"{path}: nothing to write; every line was dropped")
     finally:
         if answer is not None:
-            answer.progress.close()
+            answer.close()
         for line in drops.lines() + unusable.lines(noun) + source.report():
             log(line)
     read = source.lines_read - drops.total

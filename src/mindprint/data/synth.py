@@ -6,8 +6,9 @@ record is ``user: question`` → ``assistant: passage``, so the person's words s
 
 Who asks:
 
-* a local model (default: the bundled base model; ``model=`` any spec), greedy, through the same
-  :class:`~mindprint.data.convert.BaseAnswers` that ``data convert`` generates with;
+* a local model, passed in as ``ask`` or ``ask_for`` (the API and the CLI pass the bundled base model or any
+  ``model=`` spec, greedy, through the same answers ``data convert`` generates with; the data
+  layer loads no model itself);
 * an OpenAI-compatible server (``endpoint=``): ``POST {endpoint}/v1/chat/completions``, through
   the ``openai`` client when it is installed, else plain ``urllib``; ``model=`` is then the
   server's model name, the key comes from the environment variable ``api_key_env`` names.
@@ -31,7 +32,6 @@ from pathlib import Path
 
 from mindprint.data.importers import prose
 from mindprint.data.jsonl import iter_lines
-from mindprint.data.records import Message
 from mindprint.data.stream import Drops, atomic_output, check_output, write_record
 from mindprint.errors import DataError, ModelError
 
@@ -127,15 +127,6 @@ def endpoint_asker(endpoint: str, model: str, api_key: str | None, *, max_new_to
     return lambda prompts: [one(p) for p in prompts]
 
 
-def local_asker(model: str | None, *, max_new_tokens: int, batch_size: int, device: str,
-                total: int) -> Ask:
-    from mindprint.data.convert import BaseAnswers
-
-    answers = BaseAnswers(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                          device=device, total=total)
-    return lambda prompts: answers([(Message("user", p),) for p in prompts])
-
-
 # ------------------------------------------------------------------------------------ driver
 
 @dataclass
@@ -145,11 +136,16 @@ class SynthResult:
     drops: Drops
 
 
-def synth(path, out, *, ask: Ask | None = None, model: str | None = None,
+def synth(path, out, *, ask: Ask | None = None, ask_for: Callable[[int], Ask] | None = None,
+          model: str | None = None,
           endpoint: str | None = None, api_key_env: str | None = None, max_length: int = 1024,
           count: prose.Count = prose.approx_tokens, max_new_tokens: int = 64, batch_size: int = 8,
-          device: str = "auto", force: bool = False, log: Log = _stderr) -> SynthResult:
-    """Write ``{"messages": [question, passage]}`` records for the passages of ``path``."""
+          force: bool = False, log: Log = _stderr) -> SynthResult:
+    """Write ``{"messages": [question, passage]}`` records for the passages of ``path``.
+
+    The questions come from ``endpoint`` (an OpenAI-compatible server; ``model`` is its model
+    name), from ``ask``, or from ``ask_for``: a factory given the number of passages that returns
+    the asker (a local model, loaded only once the passages are known to be there)."""
     out = check_output(out, force)
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
@@ -157,22 +153,23 @@ def synth(path, out, *, ask: Ask | None = None, model: str | None = None,
     passages = read_passages(path, max_length, count, drops)
     if not passages:
         raise DataError(f"{path}: no text to make passages from")
-    if ask is None and endpoint:
+    if endpoint:
         key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not key:
             raise DataError(f"--api-key-env {api_key_env}: that environment variable is not set")
-        ask = endpoint_asker(endpoint, model or "default", key, max_new_tokens=max_new_tokens)
+        asker = endpoint_asker(endpoint, model or "default", key, max_new_tokens=max_new_tokens)
         log(f"asking {_base_url(endpoint)} for the questions ({len(passages)} passages)")
-    elif ask is None:
-        ask = local_asker(model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                          device=device, total=len(passages))
+    elif ask is not None or ask_for is not None:
+        asker = ask if ask is not None else ask_for(len(passages))
         log(f"asking {model or 'the bundled model'} for the questions ({len(passages)} passages)")
+    else:
+        raise DataError("data synth needs a model to ask the questions: a local one or an endpoint")
     written = 0
     try:
         with atomic_output(out) as f:
             for i in range(0, len(passages), max(batch_size, 1)):
                 batch = passages[i: i + batch_size]
-                raw = ask([INSTRUCTION.format(passage=p) for p, _ in batch])
+                raw = asker([INSTRUCTION.format(passage=p) for p, _ in batch])
                 for (passage, where), gen in zip(batch, raw):
                     q = question_of(gen, passage)
                     if q is None:

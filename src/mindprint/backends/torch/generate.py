@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import torch
 
+from ...data.records import Messages
 from ...data.render import end_of_turn_ids, render_text
+from ...errors import DataError
+from ...progress import TrainProgress
+from .load import load_for_inference
 from .sampling import fast_sampler
 
 
@@ -93,3 +97,30 @@ def sample_completions(model, tok, prompts: list[list[int]], *, n: int, max_new_
         end = next((j for j, t in enumerate(row) if t in eos_set), None)
         result.append((row[:end + 1], True) if end is not None else (row, False))
     return result
+
+
+class BaseAnswers:
+    """A model's greedy answers to chat prompts, a batch at a time, with progress on stderr:
+    the other side of the pairs ``data convert`` and ``data synth`` write (satisfies
+    :class:`mindprint.data.convert.Answers`). ``total`` is how many prompts will be asked."""
+
+    def __init__(self, model_spec: str | None, *, max_new_tokens: int, batch_size: int,
+                 device: str, total: int):
+        if max_new_tokens < 1 or batch_size < 1:
+            raise DataError("--max-new-tokens and --batch-size must be at least 1")
+        self.model, self.tok, ref = load_for_inference(model_spec, None, device=device)
+        self.name = (f"the base model's answers with {ref.spec} "
+                     f"(greedy, up to {max_new_tokens} new tokens)")
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.progress = TrainProgress(total, desc="generate")
+        self.done = 0
+
+    def __call__(self, prompts: list[Messages]) -> list[str]:
+        chats = [[m.as_dict() for m in p] for p in prompts]
+        answers = generate(self.model, self.tok, chats, max_new_tokens=self.max_new_tokens)
+        self.done += len(prompts)
+        self.progress.update(self.done)
+        return answers
+
+    def close(self) -> None:
+        self.progress.close()

@@ -1,4 +1,6 @@
-"""``mindprint data stats | convert | mix | split``: the subcommands next to ``data validate``.
+"""``mindprint data stats | convert | mix | split | import | synth``: the subcommands next to
+``data validate``. App code (it loads tokenizers and models through the API), so it sits next to
+the cli, above the data layer it drives.
 
 Summaries and dropped lines go to stderr; stdout carries only the output path(s) (or, for
 ``stats``, the statistics), so the tools compose in shell scripts. Format and mode names are
@@ -34,13 +36,12 @@ def cmd_stats(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from mindprint.data.columns import parse_columns
-    from mindprint.data.convert import convert
+    from mindprint.api.datasets import convert
 
-    result = convert(args.file, args.output, to=args.to, fmt=args.format, system_prompt=args.system,
-                     model=args.model, generate=args.generate, max_new_tokens=args.max_new_tokens,
-                     batch_size=args.batch_size, device=args.device, force=args.force,
-                     columns=parse_columns(args.columns))
+    result = convert(args.file, args.output, to=args.to, format=args.format,
+                     system_prompt=args.system, model=args.model, generate=args.generate,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                     device=args.device, force=args.force, columns=args.columns)
     print(result.output)
     return 0
 
@@ -107,8 +108,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from mindprint.api.datasets import synth
     from mindprint.data.stream import check_output
-    from mindprint.data.synth import synth
 
     check_output(args.output, args.force)
     count = _token_counter(None if args.endpoint else args.model)
