@@ -30,7 +30,8 @@ RunId = Annotated[str, PathParam(pattern=r"^r-[0-9a-f]{12}$", description="a run
 DatasetId = Annotated[str, PathParam(pattern=r"^d-[0-9a-f]{12}$", description="a dataset id, d-…")]
 EvalId = Annotated[str, PathParam(pattern=r"^[ec]-[0-9a-f]{12}$",
                                   description="an eval (e-…) or compare (c-…) job id")]
-RESUMABLE = ("interrupted", "cancelled", "failed")
+RESUMABLE = ("interrupted", "cancelled", "failed")   # statuses a resume may apply to: see
+                                                      # jobs.resumable for whether it can help
 
 
 @dataclass
@@ -85,6 +86,10 @@ def requeue(store: Store, job: dict) -> dict:
     if job["status"] not in RESUMABLE:
         raise HTTPException(409, f"{job['id']} is {job['status']}: only an interrupted, cancelled "
                             "or failed job can be resumed")
+    if not J.resumable(job):           # a config or data error fails the same way again
+        f = J.failure(job)
+        raise HTTPException(409, f"{job['id']} failed with a {f['kind']} ({f['reason']}): "
+                            f"{f['hint']}")
     return store.update_job(job["id"], status="queued", resume=1, cancel_requested=0, error=None,
                             exit_code=None, ended_at=None)
 
@@ -151,11 +156,11 @@ def job_out(job: dict, brief: bool = False) -> dict:
                    eval_loss=evals[-1] if evals else None, summary=summary or None,
                    has_adapter=(rd / "adapter" / "adapter_config.json").exists(),
                    checkpoints=sum(1 for _ in (rd / "checkpoints").glob("step-*/state.json")),
-                   resumable=job["status"] in RESUMABLE)
+                   resumable=J.resumable(job), failure=J.failure(job))
         if not brief:
             out.update(config=cfg, run_dir=str(rd))
     else:
-        out.update(config=cfg, resumable=job["status"] in RESUMABLE,
+        out.update(config=cfg, resumable=J.resumable(job), failure=J.failure(job),
                    has_report=(Path(job["dir"]) / ("eval/report.json" if job["kind"] == "eval"
                                                    else "compare/compare.md")).exists())
     return out

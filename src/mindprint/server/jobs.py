@@ -125,6 +125,44 @@ def error_from_log(path: Path, limit: int = 65536) -> str | None:
     return "\n".join(lines[-8:]) or None
 
 
+# Why a job failed, by the CLI's exit code (:mod:`mindprint.errors`), and whether running it again
+# can help: a config, data or model mistake (2) or a training run that stopped itself (3, e.g. a
+# NaN loss) fails the same way from its checkpoint; the user edits the config and retries. Any
+# other code is a crash (a traceback, a failed start), which a resume from the last checkpoint may
+# get past. Interrupted and cancelled jobs are always resumable.
+FAILURES: dict[int, tuple[str, bool, str]] = {
+    2: ("config or data error", False, "running it again fails the same way: edit the config "
+        "or the data and retry"),
+    3: ("training stopped", False, "resuming from its checkpoint fails the same way: edit the "
+        "config (e.g. a lower train.lr) and retry"),
+}
+CRASH = ("crashed", True, "resume continues from the last checkpoint (or starts over); see the "
+         "log for the traceback")
+RESUMABLE_STATUSES = ("interrupted", "cancelled")
+
+
+def failure(job: dict) -> dict | None:
+    """How a failed job failed: ``kind``, one-line ``reason`` (the CLI's first ``error:`` line,
+    else the last log line), ``hint`` (what to do) and ``resumable``; None unless failed."""
+    if job["status"] != "failed":
+        return None
+    kind, again, hint = FAILURES.get(job.get("exit_code"), CRASH)
+    lines = [ln.strip() for ln in (job.get("error") or "").splitlines() if ln.strip()]
+    first = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else kind)
+    reason = first.removeprefix("error:").strip()
+    return {"kind": kind, "reason": reason[:240] + ("…" if len(reason) > 240 else ""),
+            "hint": hint, "resumable": again}
+
+
+def resumable(job: dict) -> bool:
+    """Whether resuming (or running again) can help: interrupted, cancelled, or failed by a
+    crash (:data:`FAILURES`)."""
+    if job["status"] in RESUMABLE_STATUSES:
+        return True
+    f = failure(job)
+    return bool(f and f["resumable"])
+
+
 def command(job: dict, python: str = sys.executable) -> list[str]:
     """The CLI command line for a job (kind train / eval / compare)."""
     d = Path(job["dir"])

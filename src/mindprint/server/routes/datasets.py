@@ -23,6 +23,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from ...data.sources import FILE_SUFFIXES
 from ...data.validate import validate_file
 from ...errors import DataError
+from .. import jobs as J
 from ..common import RESUMABLE, Context, DatasetId, dataset
 from ..security import api_error
 from ..store import ACTIVE, new_id
@@ -126,8 +127,9 @@ def router(ctx: Context) -> APIRouter:
     def delete_dataset(ds_id: DatasetId):
         d = dataset(store, ds_id)
         for job in store.list_jobs(status=ACTIVE + RESUMABLE):
-            if job["status"] in RESUMABLE and job["kind"] != "train":
+            if job["status"] in RESUMABLE and (job["kind"] != "train" or not J.resumable(job)):
                 continue            # a finished eval reads nothing again; a run may resume
+                                    # (unless it failed in a way a resume cannot fix)
             if d["path"] in json.dumps(job["config"]):
                 how = ("cancel it first" if job["status"] in ACTIVE
                        else "it can still be resumed; delete the run first")

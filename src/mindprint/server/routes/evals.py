@@ -9,10 +9,13 @@ compare's its ``runs``. Reports are served from the job's directory with scripts
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from pydantic import BaseModel, Field
 
 from ...outputs import current_keys
@@ -120,6 +123,16 @@ def router(ctx: Context) -> APIRouter:
         p = job_file(job(store, job_id, "compare"), "compare/compare.md", "result")
         return PlainTextResponse(p.read_text(encoding="utf-8"))
 
+    @r.get("/api/evals/{job_id}/compare/view", tags=["artefacts"])
+    def compare_view(job_id: EvalId):
+        """compare.md rendered to HTML (:func:`render_compare`: text escaped, no raw HTML), its
+        columns named by run name instead of the CLI's adapter-directory labels (``run``,
+        ``run-2``); ``names`` maps each label to the name shown."""
+        row = job(store, job_id, "compare")
+        text = job_file(row, "compare/compare.md", "result").read_text(encoding="utf-8")
+        names = column_names(store, row)
+        return {"html": render_compare(text, names), "names": names}
+
     @r.get("/api/evals/{job_id}/log", tags=["evals"], response_class=PlainTextResponse)
     def eval_log(job_id: EvalId, tail: int = Query(200, ge=1, le=10000)):
         return log_tail(job(store, job_id, KINDS), tail)
@@ -138,6 +151,78 @@ def router(ctx: Context) -> APIRouter:
         delete_job(store, job(store, job_id, KINDS), ws)
 
     return r
+
+
+def column_names(store: Store, row: dict) -> dict[str, str]:
+    """compare.json's column labels (``run``, ``run-2``: adapter directories) → the runs' names
+    (a name two runs share gets its run id; a run deleted since keeps its label). The job's
+    config lists the adapters and their runs in the same order."""
+    result = json.loads(job_file(row, "compare/compare.json", "result").read_text(encoding="utf-8"))
+    run_of = {str(Path(a).resolve()): i for a, i in zip(row["config"].get("adapters") or [],
+                                                      row["config"].get("runs") or [])}
+    runs = {i: store.get_job(i) for i in run_of.values()}
+    taken = [r["name"] for r in runs.values() if r]
+    names = {}
+    for label, path in (result.get("adapters") or {}).items():
+        run = runs.get(run_of.get(str(Path(path).resolve())))
+        if run is None:
+            names[label] = label
+        else:
+            names[label] = run["name"] if taken.count(run["name"]) == 1 else \
+                f"{run['name']} ({run['id']})"
+    return names
+
+
+# CommonMark with tables, raw HTML off (escaped as text) and markdown-it's own link check (no
+# javascript: links): markdown-it-py is the well-kept port of markdown-it the rich package
+# already brings; compare.md uses headings, paragraphs and tables, and <br> for line breaks in
+# a table cell, which is turned into a line break here rather than allowing raw HTML.
+_MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def render_compare(text: str, names: dict[str, str]) -> str:
+    """compare.md as safe HTML, its column labels replaced by ``names`` in the header cells and
+    the paragraphs above the first answer (the adapters, voice and kept lines; an adapter's
+    server path there is dropped); answers are never rewritten."""
+    tokens = _MD.parse(text)
+    label = None
+    if names:
+        label = re.compile(r"(?<![\w/.-])(" + "|".join(map(re.escape, sorted(names, key=len,
+                                                                             reverse=True)))
+                           + r")(?![\w/-])")
+    header = True
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.tag == "h2":
+            header = False
+        if tok.type != "inline" or not tok.children:
+            continue
+        before = tokens[i - 1].type
+        if label is not None and (before == "th_open" or (header and before == "paragraph_open")):
+            for c in tok.children:
+                if c.type == "text":
+                    c.content = re.sub(r"(\S+) \((/[^()]*)\)", r"\1", c.content) if header \
+                        else c.content
+                    c.content = label.sub(lambda m: names[m.group(1)], c.content)
+        if before == "td_open":
+            tok.children = _breaks(tok.children)
+    return _MD.renderer.render(tokens, _MD.options, {})
+
+
+def _breaks(children: list[Token]) -> list[Token]:
+    """compare.md writes a line break inside a table cell as ``<br>``: a hard break token."""
+    out = []
+    for c in children:
+        if c.type != "text" or "<br>" not in c.content:
+            out.append(c)
+            continue
+        for j, part in enumerate(c.content.split("<br>")):
+            if j:
+                out.append(Token("hardbreak", "br", 0))
+            if part:
+                t = Token("text", "", 0)
+                t.content = part
+                out.append(t)
+    return out
 
 
 def latest_eval(store: Store, run_id: str) -> dict | None:

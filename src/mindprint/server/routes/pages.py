@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ... import __version__, registry
 from ... import config as C
+from ...data.formats import FORMATS, accepts
 from ...data.sources import FILE_SUFFIXES
 from ...reward_names import BUILTINS
 from ..common import Context
@@ -47,12 +48,14 @@ def router(ctx: Context) -> APIRouter:
 
     @r.get("/api/info", tags=["info"])
     def info():
-        """Version, installed backends, methods (with the data they train on, their option
-        sections and backends, from mindprint.registry), built-in rewards, workspace."""
+        """Version, installed backends, methods (with the data they train on, the dataset
+        formats that hold it, their option sections and backends, from mindprint.registry),
+        built-in rewards, workspace."""
         backends = [b for b in registry.BACKENDS if importlib.util.find_spec(b) is not None]
         return {"version": __version__, "backends": backends, "methods": list(registry.NAMES),
                 "method_info": {n: {"trains_on": list(s.trains_on), "options": list(s.options),
-                                    "backends": list(s.backends)}
+                                    "backends": list(s.backends),
+                                    "formats": method_formats(s.trains_on)}
                                 for n, s in registry.METHODS.items()},
                 "rewards": list(BUILTINS), "workspace": str(ctx.ws),
                 "token_required": bool(ctx.token), "max_upload_bytes": ctx.max_upload_bytes,
@@ -65,6 +68,13 @@ def router(ctx: Context) -> APIRouter:
         return config_field_list()
 
     return r
+
+
+def method_formats(trains_on) -> list[str]:
+    """The data formats (a dataset's detected ``format``) whose records a method trains on: the
+    data layer's own rule (:func:`mindprint.data.formats.accepts`: the same record type), so the
+    form's dataset picker needs no table of its own."""
+    return [f for f in FORMATS if accepts(f, trains_on)]
 
 
 def _kind_of(ann) -> dict:

@@ -25,13 +25,14 @@ from starlette.background import BackgroundTask
 from ... import config as C
 from ...errors import ConfigError, ModelError
 from ...models import preflight, resolve
-from ...runs import Run, config_differences, metric_rows
+from ...runs import Run, config_differences, metric_rows, read_json_object
 from .. import jobs as J
 from ..common import (Context, RunId, cancel, delete_job, job, job_out, log_tail, read_rows,
                       requeue)
 from ..reward_check import reward_problems
 from ..security import api_error
 from ..store import ID_PATTERN, new_id
+from ..speed import measured_speed
 from .evals import latest_eval
 
 # config keys whose values are files: in the web UI they name datasets of the workspace
@@ -58,7 +59,9 @@ def router(ctx: Context) -> APIRouter:
         try:
             cfg = validate_run_config(req, ctx)
         except (ConfigError, ModelError) as e:
-            return api_error(422, str(e), errors=str(e).splitlines())
+            return api_error(422, str(e), errors=str(e).splitlines(),
+                             fields=field_errors(str(e), "model.name" if isinstance(e, ModelError)
+                                                 else None))
         run_id = new_id("r")
         d = J.job_dir(ws, run_id)
         cfg.output_dir = str(d / "run")
@@ -72,9 +75,20 @@ def router(ctx: Context) -> APIRouter:
     def list_runs():
         return [job_out(j, brief=True) for j in store.list_jobs(kind="train")]
 
+    @r.get("/api/speed", tags=["runs"])
+    def training_speed():
+        """The New-run form's time estimate: budget tokens per second (steps × batch × grad_accum
+        × max_length over the training time) and start-up seconds of this workspace's finished
+        runs, per model and method (see :mod:`..speed`), or a stated default."""
+        return measured_speed(store.list_jobs(kind="train", status=("completed",)))
+
     @r.get("/api/runs/{run_id}", tags=["runs"])
     def get_run(run_id: RunId):
-        return job_out(job(store, run_id, "train"))
+        """The run, plus ``datasets`` (each data key's files as workspace datasets: id, name,
+        path) and ``trained_on`` (the files the run's manifest recorded, with their hashes)."""
+        row = job(store, run_id, "train")
+        return {**job_out(row), "datasets": dataset_refs(store, row["config"]),
+                "trained_on": trained_on(store, row)}
 
     @r.post("/api/runs/{run_id}/cancel", tags=["runs"])
     def cancel_run(run_id: RunId):
@@ -136,6 +150,52 @@ def router(ctx: Context) -> APIRouter:
                 "eval_reports": [evals[j["id"]] for j in rows]}
 
     return r
+
+
+# a validation line names its key as "config: KEY: what", "config: missing required key 'KEY'",
+# "config: unknown key 'KEY'; did you mean …" (mindprint.config; a YAML line number may follow
+# "config"), or "--set KEY: what" for an override
+_KEY_OF = (re.compile(r"^config(?::\d+)?: (?:missing required|unknown) key '([\w.-]+)'"),
+           re.compile(r"^config(?::\d+)?: ([A-Za-z_][\w.-]*): "),
+           re.compile(r"^--set ([A-Za-z_][\w.-]*): "))          # an override (KEY=VALUE line)
+
+
+def field_errors(message: str, default_key: str | None = None) -> list[dict]:
+    """``{"key", "message"}`` for each line of a validation message, so that the form shows each
+    at its field; a line naming no key gets ``default_key`` (None: shown in the summary only)."""
+    out = []
+    for line in message.splitlines():
+        if not line.strip():
+            continue
+        m = next((m for m in (p.match(line) for p in _KEY_OF) if m), None)
+        out.append({"key": m.group(1) if m else default_key, "message": line})
+    return out
+
+
+def dataset_refs(store, cfg: dict) -> dict[str, list[dict]]:
+    """Each data key's files (``data.train``: [paths]) as ``{"path", "id", "name"}``: the
+    workspace dataset stored at that path, or id and name None when it is gone."""
+    by_path = {d["path"]: d for d in store.list_datasets()}
+    out = {}
+    for key in DATA_KEYS:
+        section, leaf = key.split(".")
+        paths = (cfg.get(section) or {}).get(leaf) or []
+        out[key] = [{"path": p, "id": by_path.get(p, {}).get("id"),
+                     "name": by_path.get(p, {}).get("name")} for p in paths]
+    return out
+
+
+def trained_on(store, row: dict) -> list[dict]:
+    """The data files the run's manifest.json recorded (role, path, sha256) with the workspace
+    dataset's id and name, and the number of examples of each role; [] before the run starts."""
+    data = read_json_object(J.run_dir(row) / "manifest.json").get("data") or {}
+    by_path = {d["path"]: d for d in store.list_datasets()}
+    counts = data.get("tokenized") or {}
+    return [{"role": f.get("role"), "path": f.get("path"), "sha256": f.get("sha256"),
+             "id": by_path.get(f.get("path"), {}).get("id"),
+             "name": by_path.get(f.get("path"), {}).get("name"),
+             "examples": counts.get(f"{f.get('role')}_examples")}
+            for f in data.get("files") or [] if isinstance(f, dict)]
 
 
 def _slug(name: str) -> str:
