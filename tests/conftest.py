@@ -238,3 +238,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    # xdist hands groups out in collection order: the longest serial chain (the quickstart run,
+    # then its evaluations and exports, ~400 s on one worker) starts first, so the other worker
+    # takes everything else meanwhile instead of it running alone at the end
+    items.sort(key=lambda item: _group(item) != LONGEST_GROUP)       # stable: order kept otherwise
+
+
+LONGEST_GROUP = "quickstart"
+
+
+def _group(item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return (marker.args[0] if marker.args else marker.kwargs.get("name", "")) if marker else ""
