@@ -78,7 +78,10 @@ def make_qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: floa
     Lf = L.astype(F32)
     best = _seq_sum(w[i] * ((scale * Lf[i] + mn - x[i]) ** 2) for i in range(n))
     for s in range(nstep + 1):
-        isc = (F32(rmin) + F32(rdelta) * F32(s) + F32(nmax)) / rng
+        # (max − min) with the min as it stands: llama.cpp overwrites ``min`` with the best
+        # candidate's, so the later grid steps are taken from it
+        cur = np.where(flat, F32(1), mx - mn)
+        isc = (F32(rmin) + F32(rdelta) * F32(s) + F32(nmax)) / cur
         La = np.clip(_rint(isc * (x - mn)), 0, nmax).astype(F32)
         wl = w * La
         sum_l = _seq_sum(wl[i] for i in range(n))
