@@ -32,6 +32,15 @@ Numbers per side (after ``--warmup`` steps):
 
 Target (issue 9): Mindprint MFU ≥ 40% and tokens/s ≥ 1.3× TRL. Record the printed table in
 benchmarks/RESULTS.md with the GPU name. The last line printed is JSON.
+
+``--methods sft_packing`` (issue 25) is Mindprint against itself: SFT with ``data.packing``
+false, then true, on short chat turns (``benchmarks/data/short_turns.jsonl``, median ~44 tokens
+rendered, repeated to fill the steps), rows of up to ``--pack-len`` tokens, ``--batch-size``
+examples per micro-batch (the same examples per step either way: packing changes only the
+layout). On CUDA the packed rows run SDPA per example (``backends/torch/packing.py``'s layout,
+positions restarting); a flash-attention-2 build trains unpacked (``can_pack`` is False). Both
+runs are credited the same real tokens per step, so the ratio is the step-time ratio. Unmeasured
+so far (no GPU lent while it was written).
 """
 
 from __future__ import annotations
@@ -156,7 +165,7 @@ def run_mindprint(a) -> dict:
     from mindprint.methods import get_method
 
     raw = {"method": a.method, "model": a.model_dir,
-           "data": {"train": a.data, "max_length": a.seq},
+           "data": {"train": a.data, "max_length": a.seq, "packing": a.packing},
            "train": {"max_steps": a.steps, "batch_size": a.batch_size, "grad_accum": 1, "lr": 1e-4,
                      "schedule": "linear", "warmup_steps": 0, "warmup_ratio": 0.0,
                      "eval_every": 0, "eval_at_start": False, "save_every": 0, "log_every": 1,
@@ -241,10 +250,36 @@ def run_trl(a) -> dict:
     return {"ends": ends, "tokens": None, "peak_mem_mb": _peak_mb(), "gpu": _gpu_name()}
 
 
+# -- SFT packing (issue 25): Mindprint packed vs unpacked on short turns -------------------------
+SHORT_TURNS = REPO / "benchmarks" / "data" / "short_turns.jsonl"
+
+
+def short_turns_data(root: Path, n: int, source: Path = SHORT_TURNS) -> Path:
+    """``n`` records of ``source`` (repeated in order) as one training file."""
+    rows = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = root / "short_turns.jsonl"
+    out.write_text("".join(rows[i % len(rows)] + "\n" for i in range(n)), encoding="utf-8")
+    return out
+
+
+def packing_rows(unpacked: dict, packed: dict, warmup: int, n_params: int,
+                 peak: float | None) -> dict:
+    """One result row: both runs credited the packed run's real tokens per step (the same
+    examples per step either way), ``packed_speedup`` = unpacked s/step ÷ packed s/step."""
+    per_step = sum(packed["tokens"]) / len(packed["tokens"])
+    rows = {"unpacked": summarise(unpacked, per_step, warmup, n_params, peak),
+            "packed": summarise(packed, per_step, warmup, n_params, peak)}
+    return {"tokens_per_step": per_step,
+            "packed_speedup": rows["unpacked"]["s_per_step"] / rows["packed"]["s_per_step"],
+            **{f"{k}_{s}": v for s, r in rows.items() for k, v in r.items()}}
+
+
 # -- driver ------------------------------------------------------------------------------------
-def side(name: str, method: str, a, model_dir: Path, data: Path) -> dict:
+def side(name: str, method: str, a, model_dir: Path, data: Path, packing: bool = False,
+         seq: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--_side", name, "--_method", method, "--_model-dir",
-           str(model_dir), "--_data", str(data), "--steps", str(a.steps), "--seq", str(a.seq),
+           str(model_dir), "--_data", str(data), "--steps", str(a.steps),
+           "--seq", str(seq or a.seq), "--_packing", "on" if packing else "off",
            "--batch-size", str(a.batch_size if method == "sft" else a.dpo_batch_size)]
     if a.smoke:
         cmd.append("--smoke")
@@ -272,7 +307,10 @@ def summarise(res: dict, tokens_per_step: float, warmup: int, n_params: int,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="sft,dpo", help="comma-separated: sft, dpo")
+    p.add_argument("--methods", default="sft,dpo",
+                   help="comma-separated: sft, dpo (vs TRL), sft_packing (packed vs unpacked)")
+    p.add_argument("--pack-len", type=int, default=1024,
+                   help="sft_packing: data.max_length, the packed row length")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     p.add_argument("--seq", type=int, default=2048)
@@ -287,7 +325,9 @@ def main(argv=None) -> int:
     p.add_argument("--_method", help=argparse.SUPPRESS)
     p.add_argument("--_model-dir", dest="model_dir", help=argparse.SUPPRESS)
     p.add_argument("--_data", dest="data", help=argparse.SUPPRESS)
+    p.add_argument("--_packing", choices=["on", "off"], default="off", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    a.packing = a._packing == "on"
     if a._side:
         a.method = a._method
         print(json.dumps((run_mindprint if a._side == "mindprint" else run_trl)(a)))
@@ -311,8 +351,15 @@ def main(argv=None) -> int:
     from mindprint.backends.common import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
-    results = []
+    results, packing = [], []
     for method in [m.strip() for m in a.methods.split(",") if m.strip()]:
+        if method == "sft_packing":
+            turns = short_turns_data(root, n_records * 4)
+            runs = [side("mindprint", "sft", a, model_dir, turns, packing=on, seq=a.pack_len)
+                    for on in (False, True)]
+            packing.append({"method": method, "batch": a.batch_size, "pack_len": a.pack_len,
+                            **packing_rows(*runs, a.warmup, n_params, peak)})
+            continue
         mp = side("mindprint", method, a, model_dir, data[method])
         trl = side("trl", method, a, model_dir, data[method])
         # the same tokens are credited to both sides: Mindprint's count per step (steady: every
@@ -340,7 +387,12 @@ def main(argv=None) -> int:
             print("| %s | %d | %s | %s | %s | %.3f | %.1f | %s |" % (
                 r["method"], r["batch"], label, format(r["tokens_per_s_" + s], ",.0f"), mfu_s,
                 r["s_per_step_" + s], r["peak_mem_gb_" + s], vs))
-    for r in results:
+    for r in packing:
+        print(f"SFT packing on short turns, rows of {r['pack_len']}, batch {r['batch']}: "
+              f"{r['tokens_per_s_unpacked']:,.0f} tokens/s unpacked, "
+              f"{r['tokens_per_s_packed']:,.0f} packed ({r['packed_speedup']:.2f}x); peak "
+              f"{r['peak_mem_gb_unpacked']:.1f} / {r['peak_mem_gb_packed']:.1f} GB")
+    for r in results + packing:
         print(json.dumps({"gpu": gpu, "peak_tflops": peak, "n_params": n_params, **r}))
     return 0
 

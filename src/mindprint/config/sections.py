@@ -78,6 +78,13 @@ class DataConfig(_Section):
     )
     system_prompt: str | None = Field(None, description="system message for alpaca/prompt records")
     max_length: int = Field(1024, ge=16, le=131072, description="tokens per rendered example")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="sft / kl_sft: several examples per row of up to data.max_length "
+        "tokens (each attends to itself only, positions restart; the same examples, loss and "
+        "update per step), for micro-batches whose rows then hold fewer positions than padding; "
+        "auto = where the backend reproduces unpacked log-probs on this model, true = an error "
+        "where it cannot, false = one example per row. Other methods ignore it"
+    )
     max_error_rate: float = Field(
         0.0, ge=0.0, le=1.0, description="fraction of bad lines tolerated (0: any bad line fails)"
     )
