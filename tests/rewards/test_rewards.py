@@ -11,6 +11,8 @@ from mindprint import config as config_mod
 from mindprint import rewards as R
 from mindprint.data.records import Message, PromptRecord
 from mindprint.errors import ConfigError, MindprintError
+from mindprint.measures.voice import VoiceVerifier
+from mindprint.measures.voice_data import person_texts
 from mindprint.rewards.builtin import length_score, rouge_l, token_f1
 
 
@@ -85,7 +87,16 @@ def test_voice_match_scores_the_voice_not_the_answer():
     # reward gives it 0 so GRPO cannot learn to repeat them
     loop = "Zoom out. Patience is a position. " * 6
     assert vm.fn(None, [loop], [_rec()]) == [0.0]
-    assert vm.fn(None, [loop.replace("Zoom out. Patience is a position. ", "", 5)], [_rec()])[0] > 0.5
+    # a bare stock phrase: shorter than any background text the verifier was fitted against (a
+    # quarter of the persona's median answer, ~14 words), it reads as the persona (P ~ 1) but
+    # scores 0; GRPO found "Zoom out. Patience." in a 30-step run that did not have this rule
+    bare = "Zoom out. Patience is a position."
+    verifier = VoiceVerifier.fit(person_texts([persona])[0])
+    assert 6 < verifier.min_words < 20 and verifier.predict([bare])[0] > 0.5
+    assert vm.fn(None, [bare], [_rec()]) == [0.0]
+    longer = ("Zoom out. Gardens teach the same lesson as markets: nothing grows on the schedule "
+              "you set for it. Patience is a position.")
+    assert vm.fn(None, [longer], [_rec()])[0] > 0.5
 
 
 @pytest.fixture

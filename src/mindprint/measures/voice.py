@@ -96,6 +96,10 @@ class VoiceVerifier:
     features: str = "masked+dense"
     model: object = field(default=None, repr=False)
     given: int = 0          # the person's texts given; more than len(person) when sampled down
+    # texts with fewer words than this are outside what the verifier can judge: the background it
+    # was fitted against had none that short (:func:`length_matched`), so a bare catchphrase
+    # ("Zoom out. Patience.") gets P ~ 1; 0 when the whole background was kept
+    min_words: float = 0.0
 
     @classmethod
     def fit(cls, person: list[str], background: list[str] | None = None, *,
@@ -110,8 +114,8 @@ class VoiceVerifier:
         if given > MAX_PERSON:
             keep = np.sort(np.random.default_rng(0).permutation(given)[:MAX_PERSON])
             person = [person[i] for i in keep]
-        bg = length_matched(person, list(background_texts() if background is None else background)
-                            + list(extra_background))
+        every = list(background_texts() if background is None else background) + list(extra_background)
+        bg = length_matched(person, every)
         texts, y = person + bg, np.array([1] * len(person) + [0] * len(bg))
         feats = _features(features).fit(texts)
         # Platt scaling on out-of-fold decision values, both classes weighted equally: the
@@ -120,7 +124,8 @@ class VoiceVerifier:
         clf = CalibratedClassifierCV(LogisticRegression(C=C, max_iter=2000, solver="liblinear"),
                                      method="sigmoid", cv=min(5, len(person)), ensemble=False)
         clf.fit(feats.transform(texts), y, sample_weight=weight)
-        return cls(person, bg, features, (feats, clf), given)
+        return cls(person, bg, features, (feats, clf), given,
+                   length_floor(person) if len(bg) < len(every) else 0.0)
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """P(text is the person's) for each text, in order (``[N]`` float)."""
@@ -150,10 +155,15 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def length_floor(person: list[str]) -> float:
+    """:data:`BG_MIN_SHARE` of the person's median answer length, in words."""
+    return BG_MIN_SHARE * float(np.median([_words(t) for t in person]))
+
+
 def length_matched(person: list[str], background: list[str]) -> list[str]:
-    """``background`` without texts under :data:`BG_MIN_SHARE` of the person's median length
-    (all of it when that would drop half or more)."""
-    low = BG_MIN_SHARE * float(np.median([_words(t) for t in person]))
+    """``background`` without texts under :func:`length_floor` words (all of it when that would
+    drop half or more)."""
+    low = length_floor(person)
     kept = [t for t in background if _words(t) >= low]
     return kept if 2 * len(kept) > len(background) else list(background)
 

@@ -5,9 +5,12 @@
   content; None without an answer.
 * ``voice_match``: the probability that the completion is the person's, from the voice verifier
   (:mod:`mindprint.measures.voice`) fitted once on ``grpo.voice_person`` (default: data.train's
-  answers): the voice, whatever the topic. A completion caught in a loop
-  (:func:`mindprint.measures.diversity.loops`: ≥ 25 % repeated word 4-grams) scores 0: the
-  verifier gives a loop of the person's stock phrases P ≈ 1, which GRPO would learn to game.
+  answers): the voice, whatever the topic. Two kinds of completion score 0, because the verifier
+  gives them P ≈ 1 and GRPO learns to produce them (RESULTS.md "GRPO on voice_match"): one caught
+  in a loop (:func:`mindprint.measures.diversity.loops`: ≥ 25 % repeated word 4-grams), and one
+  too short to judge (fewer words than ``VoiceVerifier.min_words``, a quarter of the person's
+  median answer: the verifier was fitted against no background that short, so a bare stock
+  phrase, "Zoom out. Patience.", reads as the person).
 * ``answer_similarity``: token F1 (bag of lower-cased words) or ROUGE-L F (longest common word
   subsequence) against ``answer``; None without an answer.
 * ``length``: 1 when the completion's word count n is inside [lo, hi]; n/lo below;
@@ -90,7 +93,7 @@ def voice_match(cfg, banned_phrases):
     verifier = VoiceVerifier.fit(mine)
 
     def voice_match(prompts, completions, records):
-        return [0.0 if loops(c) else float(p)
+        return [0.0 if loops(c) or len(c.split()) < verifier.min_words else float(p)
                 for c, p in zip(completions, verifier.predict(list(completions)))]
     return voice_match
 
