@@ -136,6 +136,7 @@ def run_mindprint(a, t_start: float) -> dict:
     res = {"s_per_step": steady(ends, a.warmup), "steps": len(ends) - 1,
            "tokens_per_s": sum(answer_tokens[w:]) / span if a.method == "sft" else None,
            "final_loss": losses[-1], "setup_s": setup_s, "e2e_s": e2e_s,
+           "imports_s": t0 - t_start, "step_s": [round(y - x, 2) for x, y in zip(ends, ends[1:])],
            "examples": sum(examples) if a.method == "sft" else (len(ends) - 1) * SETTINGS[a.method][3],
            "threads": torch.get_num_threads(), "peak_rss_setup_mb": rss_setup, "process": process}
     res["eval_pref_acc"] = eval_pref_accuracy(trainer.model, trainer.tok, a.method, a.max_length)

@@ -166,6 +166,7 @@ def run_trl(a, t_start: float) -> dict:
     res = {"s_per_step": steady(ends, a.warmup), "steps": len(ends) - 1,
            "tokens_per_s": sum(answer_tokens[w:]) / span if a.method == "sft" else None,
            "final_loss": losses[-1] if losses else None, "setup_s": setup_s, "e2e_s": e2e_s,
+           "imports_s": t0 - t_start, "step_s": [round(y - x, 2) for x, y in zip(ends, ends[1:])],
            "examples": sum(examples) if a.method == "sft" else (len(ends) - 1) * bs,
            "threads": torch.get_num_threads(), "peak_rss_setup_mb": rss_setup}
     res["eval_pref_acc"] = eval_pref_accuracy(trainer.model, tok, a.method, a.max_length)

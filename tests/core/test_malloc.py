@@ -48,3 +48,29 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
 
 def test_user_malloc_tunables_are_left_alone():
     assert _probe(GLIBC_TUNABLES="glibc.malloc.arena_max=2")["tuned"] is False
+
+
+CHOICE = textwrap.dedent("""
+    import json, sys
+    from mindprint import config as C
+    from mindprint.backends.torch.process import KEEP_FREED_MEMORY, configure_process
+    cfg = C.from_dict({"method": sys.argv[1], "model": {"device": "cpu"},
+                       "data": {"train": "unused.jsonl"}})
+    print(json.dumps({"set": configure_process(cfg), "listed": sys.argv[1] in KEEP_FREED_MEMORY,
+                      "inference": configure_process(device="cpu")}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only: glibc malloc tuning")
+@pytest.mark.parametrize("method", ["dpo", "grpo"])
+def test_only_listed_methods_keep_freed_memory(method):
+    """Per method: DPO's cold reference pass left a heap of holes with it (RESULTS.md), GRPO's
+    steps are faster with it. Each in a fresh process: the setting is process-wide."""
+    e = {k: v for k, v in os.environ.items() if k not in ("MINDPRINT_MALLOC_TUNING", "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", CHOICE, method], env=e, capture_output=True,
+                         text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["listed"] is (method == "grpo")
+    assert got["set"] == {"keep_freed_memory": got["listed"]}
+    # a call without a config (generate, eval, serving) sets nothing
+    assert got["inference"] == {"keep_freed_memory": False}

@@ -2,9 +2,9 @@
 
 :func:`configure_process` is called by the entry points that run a model (the CLI's train,
 generate and eval commands, the web UI's job runner), never by constructing a model or a
-backend: what it changes outlives any one object. Today that is glibc's malloc on a CPU run
-(:func:`keep_freed_memory`). Thread counts stay with the training loop, which knows how many
-processes share the node (torchrun).
+backend: what it changes outlives any one object. Today that is glibc's malloc on a CPU run of a
+method listed in :data:`KEEP_FREED_MEMORY` (:func:`keep_freed_memory`). Thread counts stay with
+the training loop, which knows how many processes share the node (torchrun).
 """
 
 from __future__ import annotations
@@ -17,18 +17,31 @@ import sys
 
 import torch
 
+# Methods whose CPU runs keep freed memory in the heap: those measured to gain from it. A GRPO step
+# frees and re-allocates ~1 GB (rollout, logits chunks, autocast casts): 220-340 thousand page faults
+# a step without it, ~10 % of a bf16 step. Not the others: a DPO step took 2.91 s with it against
+# 3.01-3.14 s without (noise), and its cold reference pass in setup (length-sorted batches of
+# growing size) left holes the heap never gave back: peak RSS by the end of setup 1.3 -> 3.8 GB,
+# 2.9 -> 4.3 GB over the run (benchmarks/RESULTS.md, "Like for like (issue 25)"). Inference (no
+# config: generate, eval, serving) is left alone too.
+KEEP_FREED_MEMORY = frozenset({"grpo"})
+
 
 def configure_process(cfg=None, *, device: str | None = None) -> dict:
     """Apply the process settings a run on ``cfg`` (a :class:`~mindprint.config.Config`) or on
     ``device`` ("auto", "cpu", "cuda", "mps") wants; returns what was set. Safe to call more than
-    once. Only CPU runs of the torch backend are tuned: that is where the kept memory pays off."""
+    once. Only CPU training runs of the torch backend whose method is in :data:`KEEP_FREED_MEMORY`
+    are tuned: that is where the kept memory pays off."""
     if cfg is not None:
         if cfg.backend != "torch":
             return {}
         device = cfg.model.device
     device = device or "auto"
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    return {"keep_freed_memory": keep_freed_memory()} if cpu else {}
+    if not cpu:
+        return {}
+    wanted = cfg is not None and cfg.method in KEEP_FREED_MEMORY
+    return {"keep_freed_memory": keep_freed_memory() if wanted else False}
 
 
 @functools.lru_cache(maxsize=None)
