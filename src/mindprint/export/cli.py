@@ -10,6 +10,7 @@ from ..outputs import adapter_dir
 # the keys of .quantize.QUANTS (kept here so `mindprint --help` does not import gguf/torch; a test
 # checks they agree)
 QUANT_CHOICES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+MLX_BITS = (2, 3, 4, 5, 6, 8)        # .mlx.BITS (same reason; the same test checks them)
 
 
 def add_parsers(sub) -> None:
@@ -54,6 +55,21 @@ def add_parsers(sub) -> None:
     o.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     o.set_defaults(func=cmd_export_ollama)
 
+    ml = xs.add_parser("mlx", help="a fused mlx-lm model folder (adapter merged, optionally "
+                       "quantized), verified by loading it with mlx_lm.load")
+    ml.add_argument("--adapter", required=True, help="adapter directory, or a run directory")
+    ml.add_argument("--out", required=True, help="output folder")
+    ml.add_argument("--model", help="the base to merge into (default: the adapter's base)")
+    ml.add_argument("--quantize", type=int, choices=list(MLX_BITS), default=None,
+                    help="quantize the matrices to this many bits (mlx affine; default: none)")
+    ml.add_argument("--group-size", type=int, choices=[32, 64, 128], default=64,
+                    help="weights per quantization group (default 64)")
+    ml.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
+                    help="dtype of the unquantized weights and the scales (default bfloat16)")
+    _add_check_args(ml)
+    ml.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ml.set_defaults(func=cmd_export_mlx)
+
 
 def _add_quant_args(g, default: str = "f16") -> None:
     g.add_argument("--quant", choices=list(QUANT_CHOICES), default=None,
@@ -62,6 +78,10 @@ def _add_quant_args(g, default: str = "f16") -> None:
     g.add_argument("--dtype", choices=list(QUANT_CHOICES), default=None, help=argparse.SUPPRESS)
     g.add_argument("--quantizer", choices=["auto", "llama.cpp", "numpy"], default="auto",
                    help="auto: llama.cpp's own when llama-cpp-python is installed, else NumPy")
+    _add_check_args(g)
+
+
+def _add_check_args(g) -> None:
     g.add_argument("--strict", action="store_true",
                    help="refuse (write nothing) when quantization loses the voice or top-1 "
                    "agreement; without it these are warnings")
@@ -104,18 +124,18 @@ def _gguf_kwargs(args, default: str = "f16") -> dict:
     return kw
 
 
-def print_checks(info: dict) -> None:
+def print_checks(info: dict, what: str = "file") -> None:
     """The verification summary and any warnings (stdout; warnings also on stderr)."""
     v = info["verification"]
     a, s = v["against_rounded_source"], v["against_source"]
-    print(f"verified: the file reproduces the model rounded as stored (max |Δlogit| "
+    print(f"verified: the {what} reproduces the model rounded as stored (max |Δlogit| "
           f"{a['max_abs_diff']:.2e}); against the adapter model: top-1 agreement "
           f"{s['top1_agreement']:.3f}, max |Δlogit| {s['max_abs_diff']:.3g}")
     vo = v["voice"]
     if "skipped" in vo:
         print(f"voice: {vo['skipped']}")
     else:
-        print(f"voice: voice_match {vo['file_voice_match']:.3f} from the file vs "
+        print(f"voice: voice_match {vo['file_voice_match']:.3f} from the {what} vs "
               f"{vo['adapter_voice_match']:.3f} from the adapter model ({vo['prompts']} held-out "
               f"prompts, {vo['identical_answers']} identical answers)")
     for w in info["warnings"]:
@@ -147,4 +167,27 @@ def cmd_export_ollama(args) -> int:
           f"{info['quant']}), Modelfile")
     print_checks(info)
     print(f"next: {info['ollama_create']}  then  ollama run {info['name']}")
+    return 0
+
+
+def cmd_export_mlx(args) -> int:
+    from .mlx import export_mlx
+
+    adapter = str(adapter_dir(args.adapter))
+    kw = dict(strict=args.strict, prompts=args.prompts, person=args.person,
+              overwrite=args.overwrite, log=_log)
+    if args.voice_prompts is not None:
+        kw["max_prompts"] = args.voice_prompts
+    if args.max_new_tokens is not None:
+        kw["max_new_tokens"] = args.max_new_tokens
+    info = export_mlx(adapter, args.out, model=args.model, quantize=args.quantize,
+                      group_size=args.group_size, dtype=args.dtype, **kw)
+    print(f"mlx: {args.out} ({info['bytes'] / 2**20:.1f} MiB, {info['label']}); load it with "
+          f"mlx_lm.load({args.out!r}) or: mlx_lm.generate --model {args.out} --prompt ...")
+    lay = info["verification"].get("layers")
+    if lay and lay["kept_full_precision"]:
+        k = lay["kept_full_precision"]
+        print(f"note: {len(k)} matrices kept in full precision (rows not whole groups of "
+              f"{args.group_size}): {', '.join(k[:4])}{' …' if len(k) > 4 else ''}")
+    print_checks(info, what="folder")
     return 0

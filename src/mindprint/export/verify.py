@@ -63,9 +63,11 @@ def check_tokenizer(source_tok, file_tok) -> None:
                                 "nothing written")
 
 
-def check_logits(file_logits, source_logits, rounded_logits, batch, quant: str) -> tuple[dict, list]:
+def check_logits(file_logits, source_logits, rounded_logits, batch, quant: str, *,
+                 min_top1: float | None = None) -> tuple[dict, list]:
     """(report, warnings): the file against the rounded source (a failure raises) and against
-    the unrounded source (below :data:`MIN_TOP1` a warning)."""
+    the unrounded source (below ``min_top1``, default :data:`MIN_TOP1` of ``quant``, a
+    warning)."""
     exact = compare_logits(file_logits, rounded_logits, batch)
     if not exact["max_abs_diff"] <= FILE_TOLERANCE:
         raise VerificationError(
@@ -73,7 +75,7 @@ def check_logits(file_logits, source_logits, rounded_logits, batch, quant: str) 
             f"{exact['max_abs_diff']:.3g} from the source model rounded to {quant} (tolerance "
             f"{FILE_TOLERANCE:g}): the file does not hold the model; nothing written")
     fid = compare_logits(file_logits, source_logits, batch)
-    need = MIN_TOP1[quant]
+    need = MIN_TOP1[quant] if min_top1 is None else min_top1
     warnings = []
     if not fid["top1_agreement"] >= need:
         warnings.append(f"{quant}: top-1 agreement with the adapter model is "
@@ -147,9 +149,10 @@ class VoiceCheck:
         return generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens)
 
     def compare(self, adapter_answers: list[str], file_answers: list[str],
-                base_answers: list[str] | None = None) -> tuple[dict, list]:
+                base_answers: list[str] | None = None, *,
+                remedy: str = "a larger type (q5_k_m, q6_k, q8_0) may keep it") -> tuple[dict, list]:
         """(report, warnings); ``base_answers`` (the model without the adapter) show how much
-        voice the adapter added, for scale."""
+        voice the adapter added, for scale; ``remedy`` ends the warning."""
         a = self.verifier.score(adapter_answers)["voice_match"]
         f = self.verifier.score(file_answers)["voice_match"]
         b = self.verifier.score(base_answers)["voice_match"] if base_answers else None
@@ -164,5 +167,5 @@ class VoiceCheck:
         if a - f > VOICE_DROP:
             warn.append(f"the voice weakened: voice_match {f:.3f} from the file against "
                         f"{a:.3f} from the adapter model (drop {a - f:.3f} > {VOICE_DROP:g}); "
-                        "a larger type (q5_k_m, q6_k, q8_0) may keep it")
+                        f"{remedy}")
         return rep, warn
