@@ -143,6 +143,8 @@ def test_browser_upload_train_watch_complete(live_server, tmp_path, tiny_model_d
             # watched live: empty while the run started, then growing to every point
             assert seen[0] == 0 and seen[-1] >= 63 and seen == sorted(seen), seen
             assert int(page.get_attribute('canvas[data-title="learning rate"]', "data-points")) == 60
+            # SFT logs no reward: no reward chart waiting for data that never comes
+            assert page.locator('canvas[data-title="reward"]').count() == 0
             assert page.text_content("#run-step").strip() == "60"
             assert page.is_visible("#download-adapter")
             time.sleep(0.3)                                        # let the last frame paint

@@ -81,15 +81,16 @@ function flatten(obj, prefix = '', out = {}) {
 // from this workspace's finished runs: same model and method, else same model, else any, else
 // the server's stated default.
 function estimate(speed, { model, method, budget }) {
-  const tiers = [[g => g.model === model && g.method === method, `finished ${method} runs of this model`],
-    [g => g.model === model, 'finished runs of this model'], [() => true, 'finished runs (other models or methods)']];
+  const tiers = [[g => g.model === model && g.method === method, `${method} run(s) of this model`],
+    [g => g.model === model, 'run(s) of this model'], [() => true, 'run(s) of other models or methods']];
   for (const [test, words] of tiers) {
     const gs = speed.groups.filter(test);
     const runs = gs.reduce((a, g) => a + g.runs, 0);
     if (!runs) continue;
     const rate = gs.reduce((a, g) => a + g.budget_tokens, 0) / gs.reduce((a, g) => a + g.train_s, 0);
     const overhead = gs.reduce((a, g) => a + g.overhead_s, 0) / runs;
-    return { seconds: overhead + budget / rate, rate, overhead, source: `measured from ${runs} ${words} in this workspace` };
+    const what = words.replace('(s)', runs === 1 ? '' : 's');
+    return { seconds: overhead + budget / rate, rate, overhead, source: `measured from ${runs} finished ${what} in this workspace` };
   }
   const d = speed.default;
   return { seconds: d.overhead_s + budget / d.tokens_per_s, rate: d.tokens_per_s, overhead: d.overhead_s, source: d.source };
@@ -129,7 +130,10 @@ export async function pageNewRun(main, fromId) {
     `<fieldset><legend>${title}</legend><div class="grid">${keys.map(k => fieldHtml(byKey[k])).join('')}</div></fieldset>`).join('');
 
   // dataset pickers: the method's formats first, the newest preselected (the list is newest
-  // first); other datasets are listed but disabled, saying why
+  // first); other datasets are listed but disabled, saying why. A dataset the user picked stays
+  // picked across method changes while the method takes it; a preselected one follows the method.
+  const picked = new Set();
+  ['#train-dataset', '#eval-dataset'].forEach(sel => $(sel).addEventListener('change', () => picked.add(sel)));
   const fillDatasets = () => {
     const m = $('#method').value, formats = INFO.method_info[m].formats;
     const fits = datasets.filter(d => formats.includes(d.format)), other = datasets.filter(d => !formats.includes(d.format));
@@ -138,7 +142,7 @@ export async function pageNewRun(main, fromId) {
     for (const [sel, none] of [['#train-dataset', false], ['#eval-dataset', true]]) {
       const el = $(sel), keep = el.value;
       el.innerHTML = (none ? '<option value="">(none)</option>' : '') + fits.map(opt).join('') + rest;
-      el.value = fits.some(d => d.id === keep) ? keep : (none ? '' : fits[0]?.id ?? '');
+      el.value = picked.has(sel) && fits.some(d => d.id === keep) ? keep : (none ? '' : fits[0]?.id ?? '');
     }
     $('#train-hint').textContent = fits.length ? `${m} trains on ${formats.join(', ')} data; the newest is selected`
       : (datasets.length ? `no ${m} data yet (${formats.join(', ')}): upload some on the Datasets page` : 'upload a dataset first (Datasets page)');
@@ -194,7 +198,10 @@ export async function pageNewRun(main, fromId) {
       refs.filter(r => !r.id).forEach(r => notes.push(`${key}: ${r.path} is no longer a dataset of this workspace`));
       const ids = refs.filter(r => r.id).map(r => r.id);
       const sel = { 'data.train': '#train-dataset', 'data.eval': '#eval-dataset' }[key];
-      if (sel && ids.length <= 1 && [...$(sel).options].some(o => o.value === (ids[0] ?? ''))) $(sel).value = ids[0] ?? '';
+      if (sel && ids.length <= 1 && [...$(sel).options].some(o => o.value === (ids[0] ?? ''))) {
+        $(sel).value = ids[0] ?? '';
+        picked.add(sel);
+      }
       else if (ids.length) lines.push(`${key}=${JSON.stringify(ids)}`);
     }
     for (const [key, v] of Object.entries(cfg)) {
