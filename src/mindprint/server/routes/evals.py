@@ -178,6 +178,7 @@ def column_names(store: Store, row: dict) -> dict[str, str]:
 # already brings; compare.md uses headings, paragraphs and tables, and <br> for line breaks in
 # a table cell, which is turned into a line break here rather than allowing raw HTML.
 _MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+_PATH_NOTE = re.compile(r"(\S+) \((/[^()]*)\)")      # "label (/absolute/path)"
 
 
 def render_compare(text: str, names: dict[str, str]) -> str:
@@ -200,8 +201,8 @@ def render_compare(text: str, names: dict[str, str]) -> str:
         if label is not None and (before == "th_open" or (header and before == "paragraph_open")):
             for c in tok.children:
                 if c.type == "text":
-                    c.content = re.sub(r"(\S+) \((/[^()]*)\)", r"\1", c.content) if header \
-                        else c.content
+                    if header:           # "run (/server/…/adapter)": the run's name says it
+                        c.content = _PATH_NOTE.sub(r"\1", c.content)
                     c.content = label.sub(lambda m: names[m.group(1)], c.content)
         if before == "td_open":
             tok.children = _breaks(tok.children)
