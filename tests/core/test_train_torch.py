@@ -64,23 +64,51 @@ def test_outputs_and_plain_peft_load(tiny_model_dir, tiny_chat_files, tmp_path):
     assert again.train.max_steps == 4
 
 
-@pytest.mark.parametrize("lr_schedule", ["cosine", "constant"])
-def test_accumulation_is_exact(tiny_model_dir, tiny_chat_files, tmp_path, lr_schedule):
-    """batch 4 × accum 1 and batch 1 × accum 4 give the same update (token-weighted loss)."""
+def _packing(raw: dict, on: bool) -> dict:
+    """``data.packing`` set explicitly, with rows long enough for four of these examples."""
+    return {**raw, "data": {**raw["data"], "packing": on, "max_length": 256}}
+
+
+@pytest.fixture
+def always_pack(monkeypatch):
+    """Pack every micro-batch of two or more examples (these examples have equal lengths, so
+    plan_rows would rightly keep them padded: packing them would save nothing)."""
+    monkeypatch.setattr("mindprint.data.packing.MIN_SAVING", -100.0)
+
+
+@pytest.mark.parametrize("lr_schedule,packing", [("cosine", True), ("constant", False)])
+def test_accumulation_is_exact(tiny_model_dir, tiny_chat_files, tmp_path, lr_schedule, packing,
+                               always_pack):
+    """batch 4 × accum 1 and batch 1 × accum 4 give the same update (token-weighted loss); with
+    packing, four examples share a row in the first run and have one each in the second."""
     train, ev = tiny_chat_files
     a = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "a"), batch_size=4, grad_accum=1,
                     max_steps=3, schedule=lr_schedule)
     b = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "b"), batch_size=1, grad_accum=4,
                     max_steps=3, schedule=lr_schedule)
-    ra, rb = run_training(_cfg(a)), run_training(_cfg(b))
+    ra, rb = run_training(_cfg(_packing(a, packing))), run_training(_cfg(_packing(b, packing)))
     assert _max_diff(_adapter(tmp_path / "a"), _adapter(tmp_path / "b")) < 1e-5
     assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
 
 
-def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path):
+def test_packed_run_equals_unpacked_run(tiny_model_dir, tiny_chat_files, tmp_path, always_pack):
+    """data.packing changes the layout, not the update: the same adapter and losses."""
     train, ev = tiny_chat_files
-    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "full"), max_steps=6,
-                      save_every=3)
+    runs, said = {}, []
+    for on in (True, False):
+        raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / str(on)), batch_size=4,
+                          max_steps=3, eval_every=3)
+        runs[on] = run_training(_cfg(_packing(raw, on)), log=said.append)
+    assert any("data.packing: on" in s and "5 of 5 micro-batches packed" in s for s in said)
+    assert _max_diff(_adapter(tmp_path / "True"), _adapter(tmp_path / "False")) < 1e-5
+    for k in ("train_loss", "final_eval_loss"):
+        assert runs[True][k] == pytest.approx(runs[False][k], rel=1e-5), k
+
+
+def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path, always_pack):
+    train, ev = tiny_chat_files
+    raw = _packing(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "full"), max_steps=6,
+                               save_every=3), True)
     raw["lora"]["dropout"] = 0.1   # RNG-dependent: resume must restore the RNG too
     run_training(_cfg(raw))
     # a run "killed" right after its step-3 checkpoint: copy it without what came later

@@ -80,20 +80,34 @@ def test_adapter_loads_in_peft_and_mlx_lm_with_equal_logits(tiny_model_dir, tiny
     assert np.abs(m - t).max() <= 1e-4
 
 
-def test_accumulation_is_exact(tiny_model_dir, tiny_chat_files, tmp_path):
+def _packed(raw: dict) -> dict:
+    """data.packing on, with rows long enough for four of these examples."""
+    return {**raw, "data": {**raw["data"], "packing": True, "max_length": 256}}
+
+
+@pytest.fixture
+def always_pack(monkeypatch):
+    """Pack every micro-batch of two or more examples (these examples have equal lengths, so
+    plan_rows would rightly keep them padded)."""
+    monkeypatch.setattr("mindprint.data.packing.MIN_SAVING", -100.0)
+
+
+def test_accumulation_is_exact(tiny_model_dir, tiny_chat_files, tmp_path, always_pack):
+    """Packed: batch 4 puts four examples in a row, batch 1 × accum 4 one in each."""
     train, ev = tiny_chat_files
-    a = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "a"), batch_size=4, grad_accum=1,
-                    max_steps=3)
-    b = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "b"), batch_size=1, grad_accum=4,
-                    max_steps=3)
+    a = _packed(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "a"), batch_size=4,
+                            grad_accum=1, max_steps=3))
+    b = _packed(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "b"), batch_size=1,
+                            grad_accum=4, max_steps=3))
     ra, rb = _run(a), _run(b)
     assert _max_diff(_weights(tmp_path / "a"), _weights(tmp_path / "b")) < 1e-5
     assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
 
 
-def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path):
+def test_resume_equals_uninterrupted(tiny_model_dir, tiny_chat_files, tmp_path, always_pack):
     train, ev = tiny_chat_files
-    raw = tiny_config(tiny_model_dir, train, ev, str(tmp_path / "full"), max_steps=6, save_every=3)
+    raw = _packed(tiny_config(tiny_model_dir, train, ev, str(tmp_path / "full"), max_steps=6,
+                              save_every=3))
     raw["lora"]["dropout"] = 0.1   # RNG-dependent: resume must restore the RNG too
     _run(raw)
     part = tmp_path / "part"

@@ -64,8 +64,17 @@ class Backend(Protocol):
     group_layout: str         # how group_logps packs: "shared_prompt" or "rows"
 
     # -- arrays and log-probs ------------------------------------------------------------------
-    def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
-        """Right-padded arrays of ``seqs``; ``batch["loss_mask"]`` ``[B, T]`` is ``masks``."""
+    def batch(self, seqs: list[list[int]], masks: list[list[int]], *,
+              pack_to: int | None = None) -> dict:
+        """Right-padded arrays of ``seqs``; ``batch["loss_mask"]`` ``[B, T]`` is ``masks``. With
+        ``pack_to`` and :meth:`can_pack`, the examples share rows of at most ``pack_to`` tokens
+        where that saves positions (``data.packing``, :func:`~mindprint.data.packing.plan_rows`:
+        block-diagonal causal attention, positions restarting per example); the log-probs of
+        such a batch still come back ``[B, T]``, one row per example."""
+
+    def can_pack(self) -> bool:
+        """Whether ``batch(..., pack_to=n)`` packs rows and gives the padded rows' log-probs on
+        this model (decided once); where it does not, ``pack_to`` is ignored."""
 
     def token_logps(self, batch: dict) -> Array:
         """``[B, T]`` log p(token_t | tokens_<t) where the loss mask is 1, else 0 (position 0

@@ -16,12 +16,14 @@ to ``data.max_length``, so in training this never happens; such an example gets 
 own rather than being cut). The result is a pure function of the lengths: the same micro-batch
 packs the same way in a resumed run.
 
-When a micro-batch is packed: only when its rows hold fewer array positions than padding does
-(:func:`plan_rows`: rows × fullest row < examples × longest example). The sampler's length
-grouping already keeps padding small (1-3 % on the bundled persona and on short chat turns), and
-a packed row is itself padded to the fullest row, so packing every micro-batch would sometimes
-add positions; both layouts give the same loss and gradient, so choosing per micro-batch changes
-no update.
+When a micro-batch is packed: only when its rows hold at most ``1 − MIN_SAVING`` of the array
+positions padding needs (:func:`plan_rows`: rows × fullest row vs examples × longest example).
+The sampler's length grouping already keeps padding small (0.5-1 % on the bundled persona and on
+short chat turns), a packed row is itself padded to its fullest row, and the packed forward has
+a cost of its own (index gathers; measured on the bundled model, CPU: packing every micro-batch
+ran at 0.85-0.98× the padded tokens/s, benchmarks/RESULTS.md), so a micro-batch is packed only
+where that saves a tenth of the positions or more. Both layouts give the same loss and gradient,
+so choosing per micro-batch changes no update.
 
 Hand-written rather than a bin-packing library: the whole algorithm is the dozen lines below (a
 sorted list of remaining room and ``bisect``), and the libraries on PyPI (``binpacking``,
@@ -57,14 +59,18 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
+MIN_SAVING = 0.1   # share of the padded positions packing must save (see the module docstring)
+
+
 def plan_rows(lengths: list[int], capacity: int) -> list[list[int]] | None:
-    """:func:`best_fit_decreasing` rows of a micro-batch when they hold fewer positions than one
-    padded row per example, else None (pad instead)."""
+    """:func:`best_fit_decreasing` rows of a micro-batch when they hold at most
+    ``1 − MIN_SAVING`` of the positions of one padded row per example, else None (pad)."""
     if len(lengths) < 2:
         return None
     rows = best_fit_decreasing(lengths, capacity)
     width = max(sum(lengths[i] for i in r) for r in rows)
-    return rows if len(rows) * width < len(lengths) * max(lengths) else None
+    padded = len(lengths) * max(lengths)
+    return rows if len(rows) * width <= (1 - MIN_SAVING) * padded else None
 
 
 @dataclass(frozen=True)

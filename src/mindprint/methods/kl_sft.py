@@ -2,7 +2,8 @@
 
 The base model is the trained model with its adapter switched off (no second copy); its
 next-token distribution is computed at the assistant positions only, in chunks (see
-``Backend.token_logps_and_kl``; torch: ``backends/torch/logps.py``). CE and KL are logged
+``Backend.token_logps_and_kl``; torch: ``backends/torch/logps.py``), packed like SFT's rows
+under ``data.packing`` (see :mod:`.sft`). CE and KL are logged
 separately, per step and at eval, so a user sees how far the voice has pulled the model from its
 base.
 """
@@ -17,7 +18,8 @@ class KLSFTMethod(SFTMethod):
     name = "kl_sft"
 
     def _terms(self, backend, examples):
-        batch = backend.batch([r.input_ids for r in examples], [r.loss_mask for r in examples])
+        batch = backend.batch([r.input_ids for r in examples], [r.loss_mask for r in examples],
+                              pack_to=self.pack_to)
         logps, kl = backend.token_logps_and_kl(batch, self.cfg.kl.tau)
         loss, m = kl_sft_loss(logps, kl, batch["loss_mask"], self.cfg.kl.lambda_, backend.xp)
         xp = backend.xp

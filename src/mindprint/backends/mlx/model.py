@@ -23,11 +23,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ...data.packing import plan_rows
 from ...errors import ModelError
 from ...models import ModelRef
 from ..adapter_format import _safetensors_load, peft_to_mlx, write_mlx, write_peft
 from ..common import LOCAL, groups_as_rows, load_tokenizer, lora_scale, target_names
 from .generate import generate
+from .packing import body_parts_ok, close, packed_batch, packed_hidden, probe_batch, unpacked
 
 LORA_LEAVES = ("lora_a", "lora_b", "m")
 
@@ -171,6 +173,8 @@ def _selected_logps(rows: mx.array, head, targets: mx.array, chunk: int = 512) -
 
 def _scatter(batch: dict, values: mx.array) -> mx.array:
     """``[B, T]`` with ``values`` (one per trained position, row-major) at those positions."""
+    if "packed_rows" in batch:
+        return unpacked(batch, values)
     B, T = batch["input_ids"].shape
     flat = mx.zeros((B * (T - 1),), dtype=values.dtype).at[batch["rows"]].add(values)
     return mx.concatenate([mx.zeros((B, 1), dtype=values.dtype), flat.reshape(B, T - 1)], axis=1)
@@ -181,6 +185,9 @@ def _rows(model, batch: dict):
     log-softmax rows for unusual heads."""
     ids = batch["input_ids"]
     body, head = _body_and_head(model)
+    if "packed_rows" in batch:      # MLXBackend.batch packs only where body and head exist
+        hidden = packed_hidden(body, batch)
+        return hidden.reshape(-1, hidden.shape[-1])[batch["rows"]], head
     if body is None:
         logits = model(ids)[:, :-1]
         return logits.reshape(-1, logits.shape[-1])[batch["rows"]], None
@@ -236,9 +243,31 @@ class MLXBackend:
         self.dist = LOCAL
         # what reference caching keys on (never shared with torch's numbers)
         self.device = SimpleNamespace(type=f"mlx-{'cpu' if mx.default_device() == mx.cpu else 'gpu'}")
+        self._can_pack: bool | None = None
 
-    def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
+    def batch(self, seqs: list[list[int]], masks: list[list[int]], *,
+              pack_to: int | None = None) -> dict:
+        """Padded rows, or packed ones (:func:`.packing.packed_batch`) with ``pack_to`` where
+        :meth:`can_pack`, something is scored and packing saves positions (``plan_rows``)."""
+        rows = plan_rows([len(s) for s in seqs], pack_to) \
+            if pack_to and self.can_pack() and any(any(m[1:]) for m in masks) else None
+        if rows is not None:
+            return packed_batch(seqs, masks, rows, self.tokenizer.pad_token_id)
         return to_batch(seqs, masks, self.tokenizer.pad_token_id)
+
+    def can_pack(self) -> bool:
+        """Packed rows give the padded rows' log-probs on this model (see :mod:`.packing`;
+        checked once, in eval mode)."""
+        if self._can_pack is None:
+            body, _ = _body_and_head(self.model)
+            self._can_pack = body_parts_ok(body)
+            if self._can_pack:
+                seqs, masks, rows = probe_batch(body.embed_tokens.weight.shape[0])
+                with self.inference():
+                    a = token_logps(self.model, packed_batch(seqs, masks, rows, 0))
+                    b = token_logps(self.model, to_batch(seqs, masks, 0))
+                self._can_pack = close(a, b, body.embed_tokens.weight.dtype)
+        return self._can_pack
 
     def token_logps(self, batch: dict) -> mx.array:
         return token_logps(self.model, batch)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ...data.packing import plan_rows
 from ...losses import xp as xpmod
 from ...reference import weights_hash as hash_weights
 from ..common import LOCAL
@@ -22,6 +23,8 @@ from .logps import completion_logps, decoder_and_head, to_batch, token_logps, to
 from .packing import (group_batch, group_kind, group_logps, group_logps_by_rows,
                       packed_completion_logps, shared_prompt_works)
 from .sampling import sampler_dtype as sampler_dtype_of
+from .sft_packing import (packed_batch, packed_token_logps, packed_token_logps_and_kl,
+                          packing_kind, packing_works)
 
 
 class TorchBackend:
@@ -37,6 +40,7 @@ class TorchBackend:
         self.xp = xpmod.get("torch")
         self._group_layout: str | None = None
         self._packed_completions: bool | None = None
+        self._can_pack: bool | None = None
         self.amp_dtype: torch.dtype | None = None     # train.mixed_precision (set by the trainer)
 
     # -- contexts ------------------------------------------------------------------------------
@@ -72,15 +76,36 @@ class TorchBackend:
         return self.runner(fn, *args, **kwargs)
 
     # -- log-probs -----------------------------------------------------------------------------
-    def batch(self, seqs: list[list[int]], masks: list[list[int]]) -> dict:
+    def batch(self, seqs: list[list[int]], masks: list[list[int]], *,
+              pack_to: int | None = None) -> dict:
+        """Padded rows, or packed ones (:func:`~.sft_packing.packed_batch`) with ``pack_to``
+        where :meth:`can_pack` and packing saves positions (:func:`~mindprint.data.packing.
+        plan_rows`); a packed batch carries ``packed_rows``."""
+        rows = plan_rows([len(s) for s in seqs], pack_to) if pack_to and self.can_pack() else None
+        if rows is not None:
+            return packed_batch(seqs, masks, rows, self.tokenizer.pad_token_id, self.device,
+                                packing_kind(self.model))
         return to_batch(seqs, masks, self.tokenizer.pad_token_id, self.device)
 
+    def can_pack(self) -> bool:
+        """Packed SFT rows give the padded rows' log-probs on this model (checked once, in
+        float32 outside any autocast)."""
+        if self._can_pack is None:
+            with torch.autocast(self.device.type, enabled=False):
+                self._can_pack = self.forward(packing_works, self.tokenizer.pad_token_id,
+                                              self.device)
+        return self._can_pack
+
     def token_logps(self, batch: dict) -> torch.Tensor:
+        if "packed_rows" in batch:
+            return self.forward(packed_token_logps, batch)
         return self.forward(token_logps, batch["input_ids"], batch["attention_mask"],
                             batch["loss_mask"])
 
     def token_logps_and_kl(self, batch: dict, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Target log-probs and τ²·KL(base ‖ tuned) per position (see :func:`token_logps_and_kl`)."""
+        if "packed_rows" in batch:
+            return self.forward(packed_token_logps_and_kl, batch, tau)
         return self.forward(token_logps_and_kl, batch["input_ids"], batch["attention_mask"],
                             batch["loss_mask"], tau)
 
