@@ -1,5 +1,5 @@
 """The chat engine behind ``/v1/chat/completions`` and ``mindprint chat``: one base model in
-memory, adapters loaded on demand, one generation at a time.
+memory, adapters loaded on demand, concurrent requests for one adapter decoded as one batch.
 
 Model. The base (``--model``, default: the first ``--adapter``'s base, else the bundled model) is
 loaded on the first request, not at start-up (a server that is only used for training never pays
@@ -10,16 +10,22 @@ for it). Adapters are attached with PEFT's multi-adapter API: the first one wrap
 An adapter trained on another base model is refused with the two names.
 
 Queue. Requests go into one FIFO queue served by one worker thread, so generations never
-interleave (adapter switches happen between requests only): a second request waits until the
-first is finished. Batching concurrent streams is not done. A consumer that goes away (a closed
-stream) cancels its request: the worker stops it at the next token.
+interleave unsafely: adapter switches happen between batches only. The worker takes the oldest
+request, waits :data:`BATCH_WINDOW` for company, and decodes it together with up to
+:data:`MAX_BATCH` − 1 other waiting requests *for the same adapter* (or the base); requests for
+other adapters keep their place in line. A request arriving while a batch decodes waits for the
+next one. A consumer that goes away (a closed stream) cancels its request: its row ends at the
+next token, the others go on.
 
-Decoding is transformers' ``generate`` (KV-cached; greedy at temperature 0, else nucleus
-sampling) with a streamer that hands every new token to the request's event queue; ``stop``
-strings are matched in the decoded text (a partial match at the end is held back while
-streaming, so no stop text ever reaches the client). Chosen over the GRPO sampler of
-:mod:`mindprint.backends.torch.sampling` because that one returns whole completions and merges
-the adapter per call; streaming one token at a time needs a per-token hook.
+Decoding is the GRPO sampler's model (:mod:`mindprint.backends.torch.sampling`: static KV cache,
+the adapter folded into the weights, bf16 where the CPU or GPU has native bf16 — ``dtype``) driven
+token by token by :func:`mindprint.backends.torch.stream.decode`, which hands every new token to
+the request's stream at once. The folded weights are made once per adapter switch and kept until
+the next one (a switch costs one fold: ~0.2 s on the bundled model). Models the fast sampler does
+not support (DoRA adapters, other architectures) fall back to transformers' ``generate`` with a
+streamer, one request at a time. Either way: greedy at temperature 0, else nucleus sampling
+(``top_p``) with a per-request seed; ``stop`` strings are matched in the decoded text (a partial
+match at the end is held back while streaming, so no stop text ever reaches the client).
 
 Events on a request's queue: ``("delta", text)``, then ``("done", finish_reason, usage)`` with
 finish_reason ``stop`` (end of turn or a stop string) or ``length``, or ``("error", exc)``.
@@ -30,15 +36,18 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL
+from ..data.render import end_of_turn_ids, render_text
 from ..errors import MindprintError, ModelError
+from .streams import Job, Request, Settings, StopOnCancel, TextStream
 
 DEFAULT_MAX_TOKENS = 256
 MAX_ADAPTERS = 4
+MAX_BATCH = 8            # requests decoded together
+BATCH_WINDOW = 0.01      # seconds the worker waits for company before it starts a batch
 
 
 class RequestError(MindprintError):
@@ -50,62 +59,17 @@ class RequestError(MindprintError):
         self.param = param
 
 
-@dataclass
-class Settings:
-    """How to answer: the same knobs for the API and the terminal chat."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int | None = None          # None: DEFAULT_MAX_TOKENS (or what the context allows)
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-
-
-@dataclass
-class Request:
-    messages: list[dict]
-    adapter: str | None                     # adapter directory, None for the base model
-    settings: Settings
-    events: queue.Queue = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def next_event(self, timeout: float | None = None) -> tuple:
-        return self.events.get(timeout=timeout)
-
-    def stream(self):
-        """Events until ``done`` or ``error`` (inclusive); cancels the request if abandoned."""
-        try:
-            while True:
-                ev = self.events.get()
-                yield ev
-                if ev[0] in ("done", "error"):
-                    return
-        finally:
-            self.cancel()
-
-    def text(self) -> tuple[str, str, dict]:
-        """The whole answer: (text, finish_reason, usage); raises the engine's error."""
-        parts = []
-        for ev in self.stream():
-            if ev[0] == "delta":
-                parts.append(ev[1])
-            elif ev[0] == "error":
-                raise ev[1]
-            else:
-                return "".join(parts), ev[1], ev[2]
-        raise RuntimeError("the engine ended the request without an answer")
-
-
 class ChatEngine:
     """One base model, an LRU of adapters, one worker thread (see the module docstring)."""
 
     def __init__(self, model: str | None = None, *, device: str = "auto",
-                 max_adapters: int = MAX_ADAPTERS, default_adapter: str | None = None):
+                 max_adapters: int = MAX_ADAPTERS, default_adapter: str | None = None,
+                 dtype: str = "auto", max_batch: int = MAX_BATCH):
         self.model_spec = model
         self.device = device
+        self.dtype = dtype                  # the fast sampler's: auto | float32 | bfloat16
+        self.max_batch = max(1, int(max_batch))
+        self._fast = None                   # (adapter, FastSampler or None) of the last batch
         self.max_adapters = max(1, int(max_adapters))
         self.default_adapter = default_adapter      # names the base when no --model is given
         self._model = self._tok = self._ref = None
@@ -127,6 +91,18 @@ class ChatEngine:
         self._queue.put(req)
         return req
 
+    def load(self) -> None:
+        """Load the base model now instead of on the first request (call before submitting)."""
+        if self._model is None:
+            self._load_base()
+
+    @property
+    def decode_dtype(self) -> str | None:
+        """The fast decoder's weight dtype for the last batch; None before one, or when that
+        model fell back to ``generate``."""
+        fast = self._fast[1] if self._fast else None
+        return str(fast.dtype).removeprefix("torch.") if fast is not None else None
+
     def waiting(self) -> int:
         return self._queue.qsize()
 
@@ -139,19 +115,55 @@ class ChatEngine:
 
     # -- the worker ----------------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            req = self._queue.get()
-            if req is None:
-                return
+        pending: deque[Request] = deque()
+        closing = False
+        while pending or not closing:
+            if not pending:
+                req = self._queue.get()
+                if req is None:
+                    return
+                pending.append(req)
+                time.sleep(BATCH_WINDOW)            # let concurrent requests arrive
+            while True:                             # everything waiting, in order
+                try:
+                    req = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if req is None:
+                    closing = True
+                else:
+                    pending.append(req)
+            batch = self._next_batch(pending)
+            if batch:
+                self._serve(batch)
+
+    def _next_batch(self, pending: deque) -> list[Request]:
+        """The oldest live request and up to ``max_batch - 1`` later ones for the same adapter,
+        taken out of ``pending``; cancelled ones are answered on the way."""
+        batch: list[Request] = []
+        rest: deque[Request] = deque()
+        while pending:
+            req = pending.popleft()
             if req.cancelled.is_set():          # its reader left while it waited
                 req.events.put(("error", RequestError("cancelled before it started")))
-                continue
-            try:
-                self._answer(req)
-            except MindprintError as e:
-                req.events.put(("error", e))
-            except Exception as e:   # noqa: BLE001 - the worker must outlive one bad request
-                req.events.put(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+            elif len(batch) < self.max_batch and (not batch or req.adapter == batch[0].adapter):
+                batch.append(req)
+            else:
+                rest.append(req)
+        pending.extend(rest)
+        return batch
+
+    def _serve(self, batch: list[Request]) -> None:
+        try:
+            self._answer(batch)
+        except MindprintError as e:
+            err = e
+        except Exception as e:   # noqa: BLE001 - the worker must outlive one bad request
+            err = RuntimeError(f"{type(e).__name__}: {e}")
+        else:
+            return
+        for req in batch:
+            req.events.put(("error", err))
 
     def _load_base(self) -> None:
         from ..backends.torch.adapters import base_model_of
@@ -211,119 +223,97 @@ class ChatEngine:
             self._model.delete_adapter(old)
         return name
 
-    def _answer(self, req: Request) -> None:
-        import torch
-
-        from ..data.render import end_of_turn_ids, render_text
-
+    def _answer(self, batch: list[Request]) -> None:
+        """Answer ``batch`` (one adapter); a request the engine cannot answer as asked gets its
+        own error, the others their answers. Every request gets exactly one done or error."""
         if self._model is None:
             self._load_base()
+        name = self._select(batch[0].adapter)
+        jobs = []
+        for req in batch:
+            try:
+                jobs.append(self._prepare(req))
+            except MindprintError as e:
+                req.events.put(("error", e))
+        if not jobs:
+            return
+        sampler = self._sampler(batch[0].adapter, name)
+        if sampler is None:
+            for job in jobs:
+                self._generate(job, name)
+        else:
+            self._decode(sampler, jobs)
+
+    def _prepare(self, req: Request) -> Job:
         tok, s = self._tok, req.settings
-        name = self._select(req.adapter)
         try:
             text = render_text(tok, req.messages, add_generation_prompt=True)
         except Exception as e:   # noqa: BLE001 - a template's own error, about these messages
             raise RequestError(f"messages: the model's chat template refuses them: {e}",
                                "messages") from None
-        ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        n_prompt = ids.shape[1]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
         limit = getattr(self._model.config, "max_position_embeddings", None) or 1 << 30
-        room = limit - n_prompt
+        room = limit - len(ids)
         if room < 1:
-            raise RequestError(f"messages: the prompt is {n_prompt} tokens; this model reads at "
+            raise RequestError(f"messages: the prompt is {len(ids)} tokens; this model reads at "
                                f"most {limit}", "messages")
-        max_new = min(s.max_tokens or DEFAULT_MAX_TOKENS, room)
+        seed = s.seed if s.seed is not None else int(time.time_ns() % 2**31)
+        return Job(req, list(ids), min(s.max_tokens or DEFAULT_MAX_TOKENS, room), seed,
+                    TextStream(tok, req, s.stop))
+
+    def _sampler(self, adapter: str | None, name: str | None):
+        """The fast sampler of ``adapter`` (folded once per switch), or None when the model or
+        adapter is one it does not support."""
+        from ..backends.torch.sampling import fast_sampler, sampler_dtype
+
+        if self._fast is not None and self._fast[0] == adapter:
+            return self._fast[1]
+        self._fast = None                      # drop the old copy before making the new one
+        dtype = sampler_dtype(self.dtype, self._model)
+        if name is None and self._loaded:
+            with self._model.disable_adapter():
+                fast = fast_sampler(self._model, dtype)
+        else:
+            fast = fast_sampler(self._model, dtype)
+        self._fast = (adapter, fast)
+        return fast
+
+    def _decode(self, sampler, jobs: list[Job]) -> None:
+        from ..backends.torch.stream import EOS, Row, decode
+
+        eos = end_of_turn_ids(self._tok)
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else eos[0]
+
+        def on_token(i: int, token: int) -> bool:
+            job = jobs[i]
+            job.streamer.add(token)
+            return not (job.streamer.stopped or job.req.cancelled.is_set())
+
+        rows = [Row(j.ids, j.max_new, j.req.settings.temperature, j.req.settings.top_p, j.seed)
+                for j in jobs]
+        ends = decode(sampler, rows, eos=eos, pad=pad, on_token=on_token)
+        for job, (_, how) in zip(jobs, ends):
+            job.finish("stop" if how == EOS else None)
+
+    def _generate(self, job: Job, name: str | None) -> None:
+        """transformers' ``generate`` for one request (models the fast sampler does not run)."""
+        import torch
+
+        tok, s = self._tok, job.req.settings
+        ids = torch.tensor([job.ids])
         dev = next(self._model.parameters()).device
         eos = end_of_turn_ids(tok)
-        streamer = _Streamer(tok, req, s.stop)
-        kw = dict(max_new_tokens=max_new, eos_token_id=eos, pad_token_id=tok.pad_token_id,
-                  streamer=streamer, stopping_criteria=[_Stop(req, streamer)])
+        kw = dict(max_new_tokens=job.max_new, eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                  streamer=job.streamer, stopping_criteria=[StopOnCancel(job.req, job.streamer)])
         if s.temperature > 0:
             kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        seed = s.seed if s.seed is not None else int(time.time_ns() % 2**31)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
+            torch.manual_seed(job.seed)
             if name is None and self._loaded:
                 with self._model.disable_adapter():
                     self._model.generate(input_ids=ids.to(dev), **kw)
             else:
                 self._model.generate(input_ids=ids.to(dev), **kw)
-        streamer.flush()
-        finish = "stop" if streamer.stopped or streamer.saw_eos(eos) else "length"
-        n_out = streamer.n_tokens
-        req.events.put(("done", finish, {"prompt_tokens": n_prompt, "completion_tokens": n_out,
-                                         "total_tokens": n_prompt + n_out}))
-
-
-class _Streamer:
-    """Receives generated token ids from ``generate`` (the first call is the prompt, skipped),
-    decodes the answer so far and puts the new text on the request's queue. Text that could be
-    the start of a stop string, or an incomplete UTF-8 character, is held back; a complete stop
-    string ends the answer before it (``stopped``)."""
-
-    def __init__(self, tok, req: Request, stops: list[str]):
-        self.tok, self.req, self.stops = tok, req, [s for s in stops if s]
-        self.ids: list[int] = []
-        self.sent = 0                 # characters of the decoded answer already sent
-        self.stopped = False
-        self._prompt_seen = False
-        self._lead = 0
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.ids)
-
-    def saw_eos(self, eos: list[int]) -> bool:
-        return bool(self.ids) and self.ids[-1] in eos
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        if self.stopped:
-            return
-        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
-        self._emit(final=False)
-
-    def end(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        if not self.stopped:
-            self._emit(final=True)
-
-    def _emit(self, final: bool) -> None:
-        full = self.tok.decode(self.ids, skip_special_tokens=True)
-        if not self.sent:            # leading white space (a newline after the role marker) goes
-            self._lead = len(full) - len(full.lstrip())
-        text = full[self._lead:]
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            text, self.stopped = text[:cut], True
-        elif not final:
-            if text.endswith("\ufffd"):          # a character still being spelled out in bytes
-                text = text[:-1]
-            hold = max((k for s in self.stops for k in range(1, len(s))
-                        if text.endswith(s[:k])), default=0)
-            text = text[:len(text) - hold]
-            text = text.rstrip() if text.strip() else ""   # trailing space may end the answer
-        else:
-            text = text.rstrip()
-        if len(text) > self.sent:
-            self.req.events.put(("delta", text[self.sent:]))
-            self.sent = len(text)
-
-
-class _Stop:
-    """Stops ``generate`` when the request is cancelled or a stop string was seen."""
-
-    def __init__(self, req: Request, streamer: _Streamer):
-        self.req, self.streamer = req, streamer
-
-    def __call__(self, input_ids, scores, **kw):
-        import torch
-
-        done = self.req.cancelled.is_set() or self.streamer.stopped
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        job.finish("stop" if job.streamer.saw_eos(eos) else None)
