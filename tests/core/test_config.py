@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mindprint import config as C
+from mindprint.config.loading import from_dict
 from mindprint.errors import ConfigError
 
 
@@ -172,3 +173,21 @@ def test_true_or_false_is_not_a_number(tmp_path, section, key):
     """YAML's ``true``/``yes`` is a bool, which pydantic alone would read as 1."""
     with pytest.raises(ConfigError, match=rf"{section}\.{key}: expected a number, got true/false"):
         C.load(_write(tmp_path, {**BASE, section: {key: True}}))
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"method": "dpo", "data": {"train": ["a.jsonl"], "packing": True}}, "method dpo trains"),
+    ({"method": "sft", "data": {"packing": True}, "curriculum": {"topics": [
+        {"name": "x", "data": ["a.jsonl"], "method": "kto"},
+        {"name": "y", "data": ["b.jsonl"], "method": "orpo"}]}}, "methods kto and orpo train"),
+])
+def test_packing_asked_for_a_method_that_cannot_pack_is_named(raw, named):
+    # data.packing: true is not silently ignored where the method trains one example per row
+    with pytest.raises(ConfigError) as err:
+        from_dict(raw, "c.yaml")
+    assert str(err.value) == (f"c.yaml: data.packing: true, but {named} one example per row "
+                              "(packing is for sft and kl_sft); set data.packing: auto (the "
+                              "default) or false")
+    for ok in ({**raw, "data": {**raw["data"], "packing": "auto"}},
+               {"method": "kl_sft", "data": {"train": ["a.jsonl"], "packing": True}}):
+        assert from_dict(ok, "c.yaml").data.packing == ok["data"]["packing"]

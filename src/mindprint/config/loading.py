@@ -31,6 +31,8 @@ def _format_error(err: dict, source: str) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if not loc:      # a check across keys: its message names them
+        return f"{where}{msg}"
     return f"{where}{loc}: {msg}{shown}"
 
 

@@ -173,10 +173,24 @@ class Config(_Section):
             object.__setattr__(self.train, "eval_batch_size", self.train.batch_size)
         if "voice_match" in self.grpo.rewards and not self.grpo.voice_person:
             object.__setattr__(self.grpo, "voice_person", list(self.data.train))
+        if self.data.packing is True:   # asked for outright: a method that would ignore it is named
+            trained = ({t.method or self.method for t in self.curriculum.topics}
+                       if self.curriculum else {self.method})
+            unpacked = sorted(trained - set(PACKED_METHODS))
+            if unpacked:
+                who = (f"method {unpacked[0]} trains" if len(unpacked) == 1 else
+                       f"methods {' and '.join(unpacked)} train")
+                raise ValueError(f"data.packing: true, but {who} one example per row (packing is "
+                                 f"for {' and '.join(PACKED_METHODS)}); set data.packing: auto "
+                                 "(the default) or false")
         return self
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
+
+
+# the methods that lay their examples out several to a row under data.packing (methods/sft.py)
+PACKED_METHODS = ("sft", "kl_sft")
 
 
 # Names people bring from TRL / LLaMA-Factory / mlx-lm, mapped to ours, so a suggestion can be made

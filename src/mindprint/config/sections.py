@@ -83,7 +83,8 @@ class DataConfig(_Section):
         "tokens (each attends to itself only, positions restart; the same examples, loss and "
         "update per step), for micro-batches whose rows then hold fewer positions than padding; "
         "auto = where the backend reproduces unpacked log-probs on this model, true = an error "
-        "where it cannot, false = one example per row. Other methods ignore it"
+        "where it cannot, false = one example per row. Other methods train unpacked (auto); true "
+        "names them as an error"
     )
     max_error_rate: float = Field(
         0.0, ge=0.0, le=1.0, description="fraction of bad lines tolerated (0: any bad line fails)"
